@@ -1,0 +1,255 @@
+"""Module: the base class of layers and models, with PyTorch's registration and state-dict rules."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor, _default_dtype, no_grad
+
+
+class Parameter(Tensor):
+    """A tensor that a Module registers as a trainable weight (requires_grad=True by default)."""
+
+    __slots__ = ()
+
+    def __init__(self, data: Any = None, requires_grad: bool = True) -> None:
+        if data is None:
+            data = np.zeros(0, dtype=_default_dtype[0])
+        arr = data.data if isinstance(data, Tensor) else np.asarray(data)
+        if arr.dtype.kind != "f":
+            arr = arr.astype(_default_dtype[0])
+        super().__init__(arr, requires_grad=requires_grad)
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class Module:
+    """Base class for layers and models.
+
+    Assigning a `Parameter`, a `Module` or (through `register_buffer`) a buffer tensor as an
+    attribute registers it; `parameters()`, `state_dict()` and `to()` then reach it.
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -- registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name}")
+        for store in (self._parameters, self._buffers, self._modules):
+            store.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        elif name in self.__dict__.get("_buffer_names", ()) and (value is None or isinstance(value, Tensor)):
+            self._buffers[name] = value
+        else:
+            object.__setattr__(self, name, value)
+            return
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name: str) -> Any:
+        d = self.__dict__
+        for store in ("_parameters", "_buffers", "_modules"):
+            if store in d and name in d[store]:
+                return d[store][name]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        for store in (self._parameters, self._buffers, self._modules):
+            if name in store:
+                del store[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        if param is None:
+            self._parameters[name] = None
+            self.__dict__.pop(name, None)
+        else:
+            setattr(self, name, param)
+
+    def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        names = self.__dict__.setdefault("_buffer_names", set())
+        names.add(name)
+        if not persistent:
+            self.__dict__.setdefault("_non_persistent", set()).add(name)
+        self.__dict__.pop(name, None)
+        self._buffers[name] = tensor
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        self._modules[name] = module
+
+    # -- forward
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # -- traversal
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        stack: list[tuple[str, Module]] = [(prefix, self)]
+        seen: set[int] = set()
+        while stack:
+            name, m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            yield name, m
+            children = [(f"{name}.{k}" if name else k, c) for k, c in m._modules.items() if c is not None]
+            stack.extend(reversed(children))
+
+    def modules(self) -> Iterator[Module]:
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for k, m in self._modules.items():
+            if m is not None:
+                yield k, m
+
+    def children(self) -> Iterator[Module]:
+        for _, m in self.named_children():
+            yield m
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        seen: set[int] = set()
+        mods = self.named_modules(prefix) if recurse else iter([(prefix, self)])
+        for mname, m in mods:
+            for k, p in m._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mname}.{k}" if mname else k), p
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        for mname, m in self.named_modules(prefix):
+            for k, b in m._buffers.items():
+                if b is not None:
+                    yield (f"{mname}.{k}" if mname else k), b
+
+    def buffers(self) -> Iterator[Tensor]:
+        for _, b in self.named_buffers():
+            yield b
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of scalar weights (all, or only those with requires_grad)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # -- modes and gradients
+    def train(self, mode: bool = True) -> Module:
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.parameters():
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.data.fill(0)
+
+    def apply(self, fn: Any) -> Module:
+        for m in list(self.modules())[::-1]:
+            fn(m)
+        return self
+
+    # -- dtype
+    def to(self, dtype: Any) -> Module:
+        """Convert floating parameters and buffers to `dtype`, in place; returns self."""
+        dt = np.dtype(dtype)
+        for m in self.modules():
+            for store in (m._parameters, m._buffers):
+                for t in store.values():
+                    if t is not None and t.dtype.kind == "f" and t.dtype != dt:
+                        t.data = t.data.astype(dt)
+                        t._version += 1
+                        if t.grad is not None:
+                            t.grad = Tensor(t.grad.data.astype(dt))
+        return self
+
+    def double(self) -> Module:
+        return self.to(np.float64)
+
+    def float(self) -> Module:
+        return self.to(np.float32)
+
+    # -- state
+    def _state_items(self) -> Iterator[tuple[str, Tensor]]:
+        for mname, m in self.named_modules():
+            skip = m.__dict__.get("_non_persistent", ())
+            for store in (m._parameters, m._buffers):
+                for k, t in store.items():
+                    if t is not None and k not in skip:
+                        yield (f"{mname}.{k}" if mname else k), t
+
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
+        """Parameters and persistent buffers as NumPy arrays (copies), with PyTorch's key names."""
+        return OrderedDict((k, t.data.copy()) for k, t in self._state_items())
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> tuple[list[str], list[str]]:
+        """Copy values in place from a dict of arrays or tensors (a PyTorch state dict works as is).
+
+        Returns (missing_keys, unexpected_keys); with `strict`, either being non-empty is an error,
+        as is any shape mismatch. Nothing is changed unless every check passes.
+        """
+        own = dict(self._state_items())
+        arrays = {}
+        for k, v in state_dict.items():
+            if hasattr(v, "detach") and hasattr(v, "cpu") and not isinstance(v, Tensor):  # a torch tensor
+                v = v.detach().cpu().numpy()
+            arrays[k] = np.asarray(v.data if isinstance(v, Tensor) else v)
+        missing = [k for k in own if k not in arrays]
+        unexpected = [k for k in arrays if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(
+                f"load_state_dict for {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
+            )
+        for k, t in own.items():
+            if k in arrays and arrays[k].shape != t.shape:
+                raise ValueError(
+                    f"load_state_dict for {type(self).__name__}: '{k}' has shape {arrays[k].shape} "
+                    f"in the state dict but {t.shape} in the model"
+                )
+        with no_grad():
+            for k, t in own.items():
+                if k in arrays:
+                    t.data = np.array(arrays[k], dtype=t.dtype, copy=True)
+                    t._version += 1
+        return missing, unexpected
+
+    # -- printing
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"({k}): " + repr(m).replace("\n", "\n  ") for k, m in self._modules.items()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"

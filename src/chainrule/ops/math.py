@@ -1,0 +1,272 @@
+"""Elementwise arithmetic, activations and matrix products.
+
+Each op computes its value with NumPy and returns `record(name, value, parents, backward)`;
+`backward(g)` maps d(loss)/d(output) to d(loss)/d(each parent) with Tensor ops, so that
+it can itself be differentiated (`create_graph=True`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..tensor import Tensor, record
+from ._util import check_broadcast, const, unbroadcast
+
+# ----------------------------------------------------------------------------- binary, broadcasting
+
+
+def _binary(op: str, fn: Any, a: Any, b: Any) -> tuple[Tensor, Tensor, np.ndarray]:
+    if not isinstance(a, Tensor):
+        a = const(a, b)
+    elif not isinstance(b, Tensor):
+        b = const(b, a)
+    try:
+        return a, b, fn(a.data, b.data)
+    except ValueError:
+        check_broadcast(op, a, b)
+        raise
+
+
+def add(a: Any, b: Any) -> Tensor:
+    a, b, out = _binary("add", np.add, a, b)
+    return record("add", out, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)), saved=())
+
+
+def sub(a: Any, b: Any) -> Tensor:
+    a, b, out = _binary("sub", np.subtract, a, b)
+    return record("sub", out, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), saved=())
+
+
+def mul(a: Any, b: Any) -> Tensor:
+    a, b, out = _binary("mul", np.multiply, a, b)
+    return record("mul", out, (a, b), lambda g: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)))
+
+
+def div(a: Any, b: Any) -> Tensor:
+    a, b, out = _binary("div", np.true_divide, a, b)
+    return record("div", out, (a, b), lambda g: (unbroadcast(g / b, a.shape), unbroadcast(-g * a / (b * b), b.shape)))
+
+
+def pow(a: Any, b: Any) -> Tensor:
+    """a ** b. d/da = b·a^(b-1); d/db = a^b·ln(a) (taken as 0 where a = 0 and b >= 0, as PyTorch)."""
+    if not isinstance(b, Tensor) and isinstance(a, Tensor):  # the common case: a constant exponent
+        c = float(b) if not isinstance(b, int) else b
+        out = a.data**c
+        if c == 2:
+            return record("pow", out, (a,), lambda g: (g * 2.0 * a,))
+        return record("pow", out, (a,), lambda g: (g * c * a ** (c - 1),))
+    a, b, out = _binary("pow", np.power, a, b)
+
+    def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        ga = unbroadcast(g * b * a ** (b - 1), a.shape) if a.requires_grad else None
+        gb = None
+        if b.requires_grad:
+            safe_log = where(a.data == 0, 0.0, Tensor(np.log(np.where(a.data == 0, 1, a.data))))
+            if a.requires_grad:  # keep the log's dependence on a for higher-order gradients
+                safe_log = where(a.data == 0, 0.0, log(where(a.data == 0, 1.0, a)))
+            gb = unbroadcast(g * a**b * safe_log, b.shape)
+        return ga, gb
+
+    return record("pow", out, (a, b), backward)
+
+
+def matmul(a: Any, b: Any) -> Tensor:
+    """Matrix product with NumPy/PyTorch rules: 1-D operands are promoted and squeezed, batch dims broadcast."""
+    a = a if isinstance(a, Tensor) else const(a, b)
+    b = b if isinstance(b, Tensor) else const(b, a)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: both operands need at least 1 dim, got shapes {a.shape} and {b.shape}")
+    try:
+        out = a.data @ b.data
+    except ValueError:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned") from None
+
+    def backward(g: Tensor) -> tuple[Tensor, Tensor]:
+        if a.ndim == 2 and b.ndim == 2:
+            return g @ b.mT, a.mT @ g
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+        g2 = g.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
+        ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape)
+        gb = unbroadcast(a2.mT @ g2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+    return record("matmul", out, (a, b), backward)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias. x: (..., in), weight: (out, in), bias: (out,) -> (..., out).
+
+    One fused node: one matrix product forward, two backward, no broadcast bookkeeping.
+    """
+    if x.shape[-1:] != weight.shape[1:]:
+        raise ValueError(
+            f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
+            f"but the weight expects {weight.shape[1]} (weight shape {weight.shape})"
+        )
+    out = x.data @ weight.data.T
+    if bias is not None:
+        out += bias.data
+
+    def backward(g: Tensor) -> tuple:
+        g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
+        x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+        gx = (g @ weight) if x.requires_grad else None
+        gw = (g2.mT @ x2) if weight.requires_grad else None
+        gb = g2.sum(0) if bias is not None and bias.requires_grad else None
+        return gx, gw, gb
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return record("linear", out, parents, backward, saved=(x, weight))
+
+
+# ----------------------------------------------------------------------------- unary
+
+
+def neg(a: Tensor) -> Tensor:
+    return record("neg", np.negative(a.data), (a,), lambda g: (-g,), saved=())
+
+
+def abs(a: Tensor) -> Tensor:
+    return record("abs", np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),))
+
+
+def exp(a: Tensor) -> Tensor:
+    out = record("exp", np.exp(a.data), (a,), lambda g: (g * out,))
+    return out
+
+
+def log(a: Tensor) -> Tensor:
+    return record("log", np.log(a.data), (a,), lambda g: (g / a,))
+
+
+def log1p(a: Tensor) -> Tensor:
+    return record("log1p", np.log1p(a.data), (a,), lambda g: (g / (a + 1.0),))
+
+
+def sqrt(a: Tensor) -> Tensor:
+    out = record("sqrt", np.sqrt(a.data), (a,), lambda g: (g / (out * 2.0),))
+    return out
+
+
+def sin(a: Tensor) -> Tensor:
+    return record("sin", np.sin(a.data), (a,), lambda g: (g * cos(a),))
+
+
+def cos(a: Tensor) -> Tensor:
+    return record("cos", np.cos(a.data), (a,), lambda g: (-g * sin(a),))
+
+
+def tanh(a: Tensor) -> Tensor:
+    out = record("tanh", np.tanh(a.data), (a,), lambda g: (g * (1.0 - out * out),))
+    return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0: no overflow for any x
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    d = a.data
+    val = 1.0 / (1.0 + np.exp(-d)) if d.ndim == 0 and d > -700 else _sigmoid(d)
+    out = record("sigmoid", np.asarray(val, dtype=d.dtype), (a,), lambda g: (g * out * (1.0 - out),))
+    return out
+
+
+def relu(a: Tensor) -> Tensor:
+    mask = a.data > 0
+    return record("relu", a.data * mask, (a,), lambda g: (g * mask,), saved=())
+
+
+def sign(a: Tensor) -> Tensor:
+    return record("sign", np.sign(a.data), (a,), lambda g: (g * 0.0,), saved=())
+
+
+def clamp(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
+    """Values limited to [min, max]; the gradient passes where min <= a <= max (as PyTorch)."""
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")
+    d = a.data
+    mask = np.ones(d.shape, dtype=bool)
+    if min is not None:
+        mask &= d >= min
+    if max is not None:
+        mask &= d <= max
+    return record("clamp", np.clip(d, min, max), (a,), lambda g: (g * mask,), saved=())
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    """Elementwise max; at ties the gradient is split evenly (as PyTorch)."""
+    a, b, out = _binary("maximum", np.maximum, a, b)
+    share = np.where(a.data == b.data, 0.5, (a.data > b.data).astype(out.dtype)).astype(out.dtype)
+    return record(
+        "maximum",
+        out,
+        (a, b),
+        lambda g: (unbroadcast(g * share, a.shape), unbroadcast(g * (1.0 - share), b.shape)),
+        saved=(),
+    )
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    a, b, out = _binary("minimum", np.minimum, a, b)
+    share = np.where(a.data == b.data, 0.5, (a.data < b.data).astype(out.dtype)).astype(out.dtype)
+    return record(
+        "minimum",
+        out,
+        (a, b),
+        lambda g: (unbroadcast(g * share, a.shape), unbroadcast(g * (1.0 - share), b.shape)),
+        saved=(),
+    )
+
+
+def where(cond: Any, a: Any, b: Any) -> Tensor:
+    """`a` where `cond` is true, else `b` (broadcast together)."""
+    c = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
+    c = c.astype(bool, copy=False)
+    if not isinstance(a, Tensor):
+        a = const(a, b) if isinstance(b, Tensor) else Tensor(np.asarray(a))
+    if not isinstance(b, Tensor):
+        b = const(b, a)
+    out = np.where(c, a.data, b.data)
+    zero = Tensor(np.zeros((), out.dtype))
+    return record(
+        "where",
+        out,
+        (a, b),
+        lambda g: (unbroadcast(where(c, g, zero), a.shape), unbroadcast(where(c, zero, g), b.shape)),
+        saved=(),
+    )
+
+
+def to(a: Tensor, dtype: Any) -> Tensor:
+    """A copy converted to `dtype` (the gradient is converted back)."""
+    dt = np.dtype(dtype)
+    if dt == a.dtype:
+        return a
+    if dt.kind != "f":
+        return Tensor(a.data.astype(dt))
+    return record("to", a.data.astype(dt), (a,), lambda g: (g.to(a.dtype),), saved=())
+
+
+def clone(a: Tensor) -> Tensor:
+    return record("clone", a.data.copy(), (a,), lambda g: (g,), saved=())
+
+
+# ----------------------------------------------------------------------------- comparisons (no gradient)
+
+
+def _compare(fn: Any) -> Any:
+    def compare(a: Tensor, b: Any) -> Tensor:
+        return Tensor(fn(a.data, b.data if isinstance(b, Tensor) else b))
+
+    return compare
+
+
+eq, ne, lt, le, gt, ge = (
+    _compare(f) for f in (np.equal, np.not_equal, np.less, np.less_equal, np.greater, np.greater_equal)
+)

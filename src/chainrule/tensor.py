@@ -1,0 +1,587 @@
+"""Tensor, the computation graph and reverse-mode differentiation.
+
+A `Tensor` wraps a NumPy array. Every operation on tensors that require gradients
+records the result's parents and a backward rule (see `chainrule.ops`); `backward()`
+walks that graph once in reverse topological order, applying the chain rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int64 = np.dtype(np.int64)
+bool_ = np.dtype(np.bool_)
+
+_default_dtype = [float32]
+
+
+def set_default_dtype(dtype: Any) -> None:
+    """Set the floating dtype used for tensors made from Python floats (float32 or float64)."""
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"default dtype must be a floating dtype, got {dt}")
+    _default_dtype[0] = dt
+
+
+def get_default_dtype() -> np.dtype:
+    return _default_dtype[0]
+
+
+# ----------------------------------------------------------------------------- grad mode
+
+
+class _GradMode:
+    enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _GradMode.enabled
+
+
+class _SetGrad:
+    """Context manager and decorator that sets whether operations are recorded."""
+
+    mode = True
+
+    def __enter__(self) -> None:
+        self._prev = _GradMode.enabled
+        _GradMode.enabled = self.mode
+
+    def __exit__(self, *exc: object) -> None:
+        _GradMode.enabled = self._prev
+
+    def __call__(self, fn: Callable) -> Callable:
+        import functools
+
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            prev = _GradMode.enabled
+            _GradMode.enabled = mode
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _GradMode.enabled = prev
+
+        return wrapper
+
+
+class no_grad(_SetGrad):
+    """Nothing computed inside is recorded for differentiation."""
+
+    mode = False
+
+
+class enable_grad(_SetGrad):
+    """Re-enable recording inside a `no_grad` block."""
+
+    mode = True
+
+
+class set_grad_enabled(_SetGrad):
+    def __init__(self, mode: bool) -> None:
+        self.mode = bool(mode)
+
+
+# ----------------------------------------------------------------------------- tensor
+
+
+def _as_array(data: Any, dtype: Any) -> np.ndarray:
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.asarray(data, dtype=dtype)
+    arr = np.asarray(data)
+    if arr.dtype.kind == "f":
+        if not isinstance(data, np.ndarray | np.generic):
+            arr = arr.astype(_default_dtype[0], copy=False)
+    elif arr.dtype.kind in "iu":
+        arr = arr.astype(int64, copy=False)
+    elif arr.dtype.kind != "b":
+        raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    Attributes:
+        data: the NumPy array holding the values.
+        grad: after `backward()`, a Tensor of the same shape with d(output)/d(self), or None.
+        requires_grad: whether operations on this tensor are recorded.
+    """
+
+    __slots__ = (
+        "data",
+        "grad",
+        "requires_grad",
+        "_op",
+        "_prev",
+        "_backward",
+        "_saved",
+        "_version",
+        "_retains_grad",
+        "__weakref__",
+    )
+    __array_ufunc__ = None  # `ndarray op Tensor` defers to Tensor's reflected operator
+
+    def __init__(self, data: Any, dtype: Any = None, requires_grad: bool = False) -> None:
+        self.data = data if type(data) is np.ndarray and dtype is None else _as_array(data, dtype)
+        self.grad: Tensor | None = None
+        self.requires_grad = False
+        self._op: str | None = None  # name of the op that made this tensor; None for leaves
+        self._prev: tuple[Tensor, ...] = ()
+        self._backward: Callable | None = None
+        self._saved: tuple = ()  # (tensor, version) pairs checked before backward
+        self._version = 0
+        self._retains_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # -- basic attributes
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._op is None
+
+    @property
+    def grad_fn(self) -> str | None:
+        """Name of the operation that produced this tensor (None for leaves)."""
+        return self._op
+
+    def size(self, dim: int | None = None) -> tuple[int, ...] | int:
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self) -> int:
+        return self.data.ndim
+
+    def numel(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def item(self) -> float | int | bool:
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.item()
+
+    def numpy(self) -> np.ndarray:
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on a Tensor that requires grad. Use tensor.detach().numpy().")
+        return self.data
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        extra = ""
+        if self.dtype != _default_dtype[0] and self.dtype != int64 and self.dtype != bool_:
+            extra += f", dtype={self.dtype}"
+        if self._op is not None:
+            extra += f", grad_fn=<{self._op}>"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError(f"truth value of a tensor of shape {self.shape} is ambiguous")
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __index__(self) -> int:
+        if self.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError("only integer tensors of one element can be used as an index")
+        return int(self.data)
+
+    __hash__ = object.__hash__
+
+    # -- graph-related
+    def detach(self) -> Tensor:
+        """A new leaf sharing this tensor's data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+        if not self.is_leaf and not requires_grad:
+            raise RuntimeError("requires_grad can only be turned off on leaf tensors; use detach()")
+        if requires_grad and self.data.dtype.kind != "f":
+            raise RuntimeError(f"only floating-point tensors can require gradients, got dtype {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def retain_grad(self) -> None:
+        """Keep `.grad` on this non-leaf tensor after backward."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on a tensor that does not require grad")
+        self._retains_grad = True
+
+    def backward(
+        self,
+        gradient: Any = None,
+        retain_graph: bool = False,
+        create_graph: bool = False,
+        inputs: Sequence[Tensor] | None = None,
+    ) -> None:
+        """Accumulate d(self)/d(leaf) into the `.grad` of every leaf that requires grad.
+
+        `gradient` is d(loss)/d(self); it may be omitted only for a one-element tensor.
+        """
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a scalar output, got shape {self.shape}; "
+                    "pass gradient= of the same shape"
+                )
+        run_backward((self,), (gradient,), retain_graph or create_graph, create_graph, inputs)
+
+    # -- in-place updates (used by optimizers and initializers; never recorded)
+    def _check_inplace(self, name: str) -> None:
+        if _GradMode.enabled and self.requires_grad:
+            what = "a leaf tensor that requires grad" if self.is_leaf else "a tensor that is part of a graph"
+            raise RuntimeError(f"in-place {name} on {what}; wrap it in chainrule.no_grad() or use the out-of-place op")
+        self._version += 1
+
+    def _value(self, other: Any) -> Any:
+        return other.data if isinstance(other, Tensor) else other
+
+    def add_(self, other: Any, alpha: float = 1.0) -> Tensor:
+        self._check_inplace("add_")
+        o = self._value(other)
+        if alpha != 1.0:
+            o = o * alpha
+        np.add(self.data, o, out=self.data, casting="same_kind")
+        return self
+
+    def sub_(self, other: Any, alpha: float = 1.0) -> Tensor:
+        return self.add_(other, -alpha)
+
+    def mul_(self, other: Any) -> Tensor:
+        self._check_inplace("mul_")
+        np.multiply(self.data, self._value(other), out=self.data, casting="same_kind")
+        return self
+
+    def div_(self, other: Any) -> Tensor:
+        self._check_inplace("div_")
+        np.divide(self.data, self._value(other), out=self.data, casting="same_kind")
+        return self
+
+    def clamp_(self, min: float | None = None, max: float | None = None) -> Tensor:
+        self._check_inplace("clamp_")
+        np.clip(self.data, min, max, out=self.data)
+        return self
+
+    def copy_(self, src: Any) -> Tensor:
+        self._check_inplace("copy_")
+        np.copyto(self.data, self._value(src), casting="same_kind")
+        return self
+
+    def fill_(self, value: float) -> Tensor:
+        self._check_inplace("fill_")
+        self.data.fill(value)
+        return self
+
+    def zero_(self) -> Tensor:
+        return self.fill_(0)
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._check_inplace("__setitem__")
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        self.data[index] = self._value(value)
+
+    def type_as(self, other: Tensor) -> Tensor:
+        return self.to(other.dtype)
+
+    def float(self) -> Tensor:
+        return self.to(float32)
+
+    def double(self) -> Tensor:
+        return self.to(float64)
+
+    def long(self) -> Tensor:
+        return self.to(int64)
+
+
+def record(
+    op: str, data: np.ndarray, parents: tuple[Tensor, ...], backward: Callable, saved: tuple[Tensor, ...] | None = None
+) -> Tensor:
+    """Wrap `data` as the result of `op`, recording `backward` when gradients are needed.
+
+    `backward(g)` receives d(loss)/d(result) as a Tensor and returns one gradient (Tensor
+    or None) per parent, written with Tensor operations so it is itself differentiable.
+    `saved` lists the parents whose values `backward` reads (default: all of them); an
+    in-place change to one of them before backward is an error.
+    """
+    out = Tensor(data)
+    if _GradMode.enabled:
+        for p in parents:
+            if p.requires_grad:
+                out.requires_grad = True
+                out._op = op
+                out._prev = parents
+                out._backward = backward
+                saved = parents if saved is None else saved
+                if saved:
+                    out._saved = tuple((s, s._version) for s in saved)
+                break
+    return out
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def _topological_order(roots: Iterable[Tensor]) -> list[Tensor]:
+    """Tensors that need gradients, each after all of its parents (iterative DFS)."""
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    for root in roots:
+        if id(root) in visited or not root.requires_grad:
+            continue
+        visited.add(id(root))
+        stack = [(root, iter(root._prev))]
+        while stack:
+            node, parents = stack[-1]
+            for p in parents:
+                if p.requires_grad and id(p) not in visited:
+                    visited.add(id(p))
+                    stack.append((p, iter(p._prev)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def _seed(t: Tensor, g: Any) -> Tensor:
+    if g is None:
+        return Tensor(np.ones(t.shape, dtype=t.dtype))
+    g = g if isinstance(g, Tensor) else Tensor(np.asarray(g, dtype=t.dtype))
+    if g.shape != t.shape:
+        raise RuntimeError(f"backward: gradient has shape {g.shape} but the output has shape {t.shape}")
+    return g
+
+
+def run_backward(
+    roots: Sequence[Tensor],
+    grad_roots: Sequence[Any],
+    retain_graph: bool,
+    create_graph: bool,
+    inputs: Sequence[Tensor] | None = None,
+    accumulate: bool = True,
+) -> dict[int, Tensor]:
+    """Propagate gradients from `roots` to every tensor of their graph.
+
+    With `accumulate`, leaf gradients are added to `.grad`; otherwise (for `grad()`), the
+    gradients of `inputs` are returned in a dict keyed by id.
+    """
+    for r in roots:
+        if not r.requires_grad:
+            raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+    grads: dict[int, Tensor] = {}
+    user_given: set[int] = set()
+    for r, g in zip(roots, grad_roots):
+        g = _seed(r, g)
+        user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
+        grads[id(r)] = grads[id(r)] + g if id(r) in grads else g
+    wanted = None if inputs is None else {id(t) for t in inputs}
+    result: dict[int, Tensor] = {}
+    stolen: set[int] = set()
+    prev_mode = _GradMode.enabled
+    _GradMode.enabled = create_graph
+    try:
+        for t in reversed(_topological_order(roots)):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            tid = id(t)
+            if wanted is not None and tid in wanted:
+                result[tid] = g
+            if t._op is None:  # leaf
+                if accumulate and (wanted is None or tid in wanted):
+                    _accumulate(t, g, create_graph, stolen, user_given)
+                continue
+            if t._retains_grad and accumulate:
+                _accumulate(t, g, create_graph, stolen, user_given | {id(g.data)})
+            if t._backward is None:
+                raise RuntimeError(
+                    "Trying to backward through the graph a second time (or directly access saved tensors "
+                    "after they have already been freed). Specify retain_graph=True on the first backward() call "
+                    f"if you need to backward through it again (op: {t._op})."
+                )
+            for s, version in t._saved:
+                if s._version != version:
+                    raise RuntimeError(
+                        f"one of the tensors needed for the gradient of {t._op} was modified by an in-place "
+                        f"operation (shape {s.shape}, version {s._version}, expected {version})"
+                    )
+            parent_grads = t._backward(g)
+            if not retain_graph:
+                t._backward = None
+                t._saved = ()
+            for p, pg in zip(t._prev, parent_grads):
+                if pg is None or not p.requires_grad:
+                    continue
+                pid = id(p)
+                if pg.shape != p.shape:
+                    raise AssertionError(f"internal: {t._op} gave a gradient of shape {pg.shape} for {p.shape}")
+                grads[pid] = grads[pid] + pg if pid in grads else pg
+    finally:
+        _GradMode.enabled = prev_mode
+    return result
+
+
+def _accumulate(t: Tensor, g: Tensor, create_graph: bool, stolen: set[int], shared: set[int]) -> None:
+    if create_graph:
+        t.grad = g if t.grad is None else t.grad + g
+        return
+    if t.grad is None:
+        arr = g.data
+        if arr.base is not None or id(arr) in stolen or id(arr) in shared or arr.dtype != t.dtype:
+            arr = arr.astype(t.dtype, copy=True)
+        stolen.add(id(arr))
+        t.grad = Tensor(arr)
+    else:
+        t.grad._version += 1
+        if t.grad.requires_grad:
+            t.grad = Tensor(t.grad.data + g.data)
+        else:
+            np.add(t.grad.data, g.data, out=t.grad.data, casting="same_kind")
+
+
+def grad(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Tensor | Sequence[Tensor],
+    grad_outputs: Any = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """Gradients of `outputs` with respect to `inputs`, returned as a tuple (like torch.autograd.grad).
+
+    Nothing is accumulated into `.grad`.
+    """
+    outputs = (outputs,) if isinstance(outputs, Tensor) else tuple(outputs)
+    inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = (grad_outputs,) * len(outputs) if grad_outputs is None else (grad_outputs,)
+    for o, go in zip(outputs, grad_outputs):
+        if go is None and o.data.size != 1:
+            raise RuntimeError(f"grad can be implicitly created only for scalar outputs, got shape {o.shape}")
+    for i, x in enumerate(inputs):
+        if not x.requires_grad:
+            raise RuntimeError(f"input {i} of grad() does not require grad")
+    if retain_graph is None:
+        retain_graph = create_graph
+    found = run_backward(outputs, tuple(grad_outputs), retain_graph, create_graph, inputs, accumulate=False)
+    result = []
+    for i, x in enumerate(inputs):
+        g = found.get(id(x))
+        if g is None and not allow_unused:
+            raise RuntimeError(f"input {i} of grad() was not used in the graph of the outputs; pass allow_unused=True")
+        result.append(g)
+    return tuple(result)
+
+
+# ----------------------------------------------------------------------------- factories
+
+
+def tensor(data: Any, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """A new leaf tensor holding a copy of `data` (Python floats become the default dtype)."""
+    arr = _as_array(data, dtype)
+    if isinstance(data, np.ndarray | Tensor) or arr is data:
+        arr = arr.copy()
+    return Tensor(arr, requires_grad=requires_grad)
+
+
+def as_tensor(data: Any, dtype: Any = None) -> Tensor:
+    """`data` as a tensor, sharing memory with a NumPy array when the dtype allows."""
+    if isinstance(data, Tensor) and (dtype is None or data.dtype == np.dtype(dtype)):
+        return data
+    return Tensor(_as_array(data, dtype))
+
+
+def from_numpy(arr: np.ndarray) -> Tensor:
+    return Tensor(arr)
+
+
+def _shape(size: tuple) -> tuple[int, ...]:
+    if len(size) == 1 and isinstance(size[0], Sequence | np.ndarray):
+        return tuple(int(s) for s in size[0])
+    return tuple(int(s) for s in size)
+
+
+def _dt(dtype: Any) -> np.dtype:
+    return _default_dtype[0] if dtype is None else np.dtype(dtype)
+
+
+def zeros(*size: int, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.zeros(_shape(size), _dt(dtype)), requires_grad=requires_grad)
+
+
+def ones(*size: int, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.ones(_shape(size), _dt(dtype)), requires_grad=requires_grad)
+
+
+def full(size: Sequence[int], fill_value: float, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.full(tuple(size), fill_value, _dt(dtype)), requires_grad=requires_grad)
+
+
+def zeros_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.zeros(t.shape, t.dtype if dtype is None else dtype), requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.ones(t.shape, t.dtype if dtype is None else dtype), requires_grad=requires_grad)
+
+
+def full_like(t: Tensor, fill_value: float, dtype: Any = None) -> Tensor:
+    return Tensor(np.full(t.shape, fill_value, t.dtype if dtype is None else dtype))
+
+
+def arange(
+    start: float, end: float | None = None, step: float = 1, dtype: Any = None, requires_grad: bool = False
+) -> Tensor:
+    if end is None:
+        start, end = 0, start
+    is_int = all(isinstance(v, int | np.integer) for v in (start, end, step))
+    dt = np.dtype(dtype) if dtype is not None else (int64 if is_int else _default_dtype[0])
+    return Tensor(np.arange(start, end, step, dtype=dt), requires_grad=requires_grad)
+
+
+def linspace(start: float, end: float, steps: int, dtype: Any = None) -> Tensor:
+    return Tensor(np.linspace(start, end, steps, dtype=_dt(dtype)))
+
+
+def eye(n: int, m: int | None = None, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    return Tensor(np.eye(n, m, dtype=_dt(dtype)), requires_grad=requires_grad)
