@@ -1,0 +1,171 @@
+"""Synchronous data-parallel training over MPI (mpi4py, extra "mpi").
+
+Every rank holds the whole model. For each global batch of B rows, rank r computes the
+gradient of the mean loss over its shard of about B/N rows; `sync_gradients` sums
+grad·(n_r/B) over ranks with one allreduce per bucket of parameters, which gives every rank
+exactly the gradient of the mean loss over the whole batch. Parameters start identical
+(broadcast from rank 0), so the ranks stay in lockstep without ever sending weights.
+
+Run with the `mpiexec` installed beside mpi4py: `mpiexec -n 2 chainrule train --distributed`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import ChainruleError
+from .tensor import Tensor
+
+
+class DistributedError(ChainruleError, RuntimeError):
+    """MPI is missing or misconfigured, or another rank stopped answering."""
+
+
+def _mpi() -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise DistributedError(
+            f'distributed training needs mpi4py and an MPI library: pip install "chainrule[mpi]" ({e})'
+        ) from None
+    return MPI
+
+
+def _launcher_size() -> int | None:
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"):
+        if os.environ.get(var):
+            return int(os.environ[var])
+    return None
+
+
+class Communicator:
+    """The MPI world as chainrule uses it: rank, size, broadcasts and timed allreduces.
+
+    `timeout` (seconds) bounds every collective operation: a rank that died or hangs makes
+    the others raise `DistributedError` instead of waiting forever.
+    """
+
+    def __init__(self, timeout: float = 300.0, bucket_bytes: int = 4 << 20) -> None:
+        MPI = _mpi()
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        self.timeout = float(timeout)
+        self.bucket_bytes = int(bucket_bytes)
+        self.allreduce_seconds = 0.0  # time spent in gradient allreduces, for the benchmark
+        expected = _launcher_size()
+        if expected is not None and expected != self.size:
+            raise DistributedError(
+                f"the launcher started {expected} processes but this MPI world has {self.size}: "
+                "mpiexec belongs to a different MPI than mpi4py; use the mpiexec installed with chainrule[mpi]"
+            )
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _wait(self, request: Any, what: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not request.Test():
+            if time.monotonic() > deadline:
+                raise DistributedError(
+                    f"rank {self.rank}: {what} did not complete within {self.timeout:g} s; "
+                    "another rank has probably died"
+                )
+            time.sleep(0.0005)
+
+    def allreduce_(self, buf: np.ndarray, what: str = "allreduce") -> np.ndarray:
+        """Sum `buf` over all ranks, in place (non-blocking with a timeout)."""
+        if self.size == 1:
+            return buf
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM), what)
+        return buf
+
+    def broadcast_(self, buf: np.ndarray, root: int = 0, what: str = "broadcast") -> np.ndarray:
+        if self.size == 1:
+            return buf
+        self._wait(self.comm.Ibcast(buf, root=root), what)
+        return buf
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            self._wait(self.comm.Ibarrier(), "barrier")
+
+    def broadcast_parameters(self, tensors: Iterable[Tensor], root: int = 0) -> None:
+        """Copy rank `root`'s values of every tensor (parameters and buffers) to all ranks."""
+        for t in tensors:
+            if not t.data.flags.c_contiguous:
+                t.data = np.ascontiguousarray(t.data)
+            self.broadcast_(t.data, root, "parameter broadcast")
+            t._version += 1
+
+    def sync_gradients(self, params: Sequence[Tensor], local_rows: int, global_rows: int) -> None:
+        """Replace each rank's gradient of its shard's mean loss by the gradient of the global batch's mean loss.
+
+        Gradients are packed into few contiguous buckets (one allreduce each), not one message per parameter.
+        """
+        weight = local_rows / global_rows
+        params = [p for p in params if p.requires_grad]
+        start = time.perf_counter()
+        for bucket in self._buckets(params):
+            dtype = bucket[0].dtype
+            flat = np.empty(sum(p.numel() for p in bucket), dtype=dtype)
+            offset = 0
+            for p in bucket:
+                n = p.numel()
+                if p.grad is None:
+                    flat[offset : offset + n] = 0
+                else:
+                    np.multiply(p.grad.data.reshape(-1), weight, out=flat[offset : offset + n])
+                offset += n
+            self.allreduce_(flat, "gradient allreduce")
+            offset = 0
+            for p in bucket:
+                n = p.numel()
+                p.grad = Tensor(flat[offset : offset + n].reshape(p.shape).copy())
+                offset += n
+        self.allreduce_seconds += time.perf_counter() - start
+
+    def _buckets(self, params: Sequence[Tensor]) -> list[list[Tensor]]:
+        buckets: list[list[Tensor]] = []
+        size = 0
+        for p in params:
+            if buckets and buckets[-1][0].dtype == p.dtype and size + p.data.nbytes <= self.bucket_bytes:
+                buckets[-1].append(p)
+                size += p.data.nbytes
+            else:
+                buckets.append([p])
+                size = p.data.nbytes
+        return buckets
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous part of a global batch of `n` rows (sizes differ by at most one)."""
+        base, extra = divmod(n, self.size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (1 if self.rank < extra else 0))
+
+    def allgather_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Concatenate every rank's `rows` (same trailing shape and dtype) in rank order."""
+        if self.size == 1:
+            return rows
+        counts = np.zeros(self.size, dtype=np.int64)
+        counts[self.rank] = rows.shape[0]
+        self.allreduce_(counts, "allgather sizes")
+        width = int(np.prod(rows.shape[1:])) if rows.ndim > 1 else 1
+        out = np.zeros((int(counts.sum()),) + rows.shape[1:], dtype=rows.dtype)
+        start = int(counts[: self.rank].sum())
+        out[start : start + rows.shape[0]] = rows
+        flat = out.reshape(-1)
+        if width and flat.size:
+            self.allreduce_(flat, "allgather")
+        return out
+
+    def abort(self, code: int = 1) -> None:
+        if self.size > 1:
+            self.comm.Abort(code)
