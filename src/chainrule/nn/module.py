@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ModelFileError
 from ..tensor import Tensor, _default_dtype, no_grad
 
 
@@ -180,9 +181,23 @@ class Module:
         return self
 
     # -- dtype
-    def to(self, dtype: Any) -> Module:
-        """Convert floating parameters and buffers to `dtype`, in place; returns self."""
+    def to(self, *args: Any, dtype: Any = None, **kwargs: Any) -> Module:
+        """Convert floating parameters and buffers to `dtype`, in place; returns self.
+
+        Accepts `to(dtype)`, `to(dtype=...)` and, for code written for PyTorch, a device
+        ("cpu", ignored: everything lives in NumPy on the CPU).
+        """
+        for a in args:
+            if isinstance(a, str) and a.split(":")[0] == "cpu":
+                continue
+            dtype = a
+        if kwargs.get("device") not in (None, "cpu"):
+            raise ValueError(f"to: chainrule runs on the CPU only, got device {kwargs['device']!r}")
+        if dtype is None:
+            return self
         dt = np.dtype(dtype)
+        if dt.kind != "f":
+            raise TypeError(f"Module.to only accepts floating dtypes, got {dt}")
         for m in self.modules():
             for store in (m._parameters, m._buffers):
                 for t in store.values():
@@ -208,15 +223,19 @@ class Module:
                     if t is not None and k not in skip:
                         yield (f"{mname}.{k}" if mname else k), t
 
-    def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Parameters and persistent buffers as NumPy arrays (copies), with PyTorch's key names."""
-        return OrderedDict((k, t.data.copy()) for k, t in self._state_items())
+    def state_dict(self, prefix: str = "", keep_vars: bool = False) -> OrderedDict[str, Any]:
+        """Parameters and persistent buffers as NumPy arrays (copies), with PyTorch's key names.
+
+        With keep_vars the tensors themselves are returned instead of copies of their data.
+        """
+        return OrderedDict((prefix + k, t if keep_vars else t.data.copy()) for k, t in self._state_items())
 
     def load_state_dict(self, state_dict: Any, strict: bool = True) -> tuple[list[str], list[str]]:
-        """Copy values in place from a dict of arrays or tensors (a PyTorch state dict works as is).
+        """Copy values in place from a dict of NumPy arrays, chainrule tensors or torch tensors.
 
-        Returns (missing_keys, unexpected_keys); with `strict`, either being non-empty is an error,
-        as is any shape mismatch. Nothing is changed unless every check passes.
+        A PyTorch state dict loads unchanged. Returns (missing_keys, unexpected_keys); with `strict`,
+        either being non-empty is a ModelFileError, as is any shape mismatch. Nothing is changed
+        unless every check passes. Values are converted to each parameter's or buffer's dtype.
         """
         own = dict(self._state_items())
         arrays = {}
@@ -227,12 +246,12 @@ class Module:
         missing = [k for k in own if k not in arrays]
         unexpected = [k for k in arrays if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(
+            raise ModelFileError(
                 f"load_state_dict for {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
             )
         for k, t in own.items():
             if k in arrays and arrays[k].shape != t.shape:
-                raise ValueError(
+                raise ModelFileError(
                     f"load_state_dict for {type(self).__name__}: '{k}' has shape {arrays[k].shape} "
                     f"in the state dict but {t.shape} in the model"
                 )
@@ -247,9 +266,17 @@ class Module:
     def extra_repr(self) -> str:
         return ""
 
+    def _get_name(self) -> str:
+        return type(self).__name__
+
     def __repr__(self) -> str:
-        lines = [f"({k}): " + repr(m).replace("\n", "\n  ") for k, m in self._modules.items()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        if not lines:
-            return head + ")"
-        return head + "\n  " + "\n  ".join(lines) + "\n)"
+        """PyTorch's layout: `Name(extra)` for a leaf, otherwise one indented line per extra and child."""
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        lines += [f"({k}): " + repr(m).replace("\n", "\n  ") for k, m in self._modules.items()]
+        body = ""
+        if len(lines) == 1 and not self._modules:
+            body = lines[0]
+        elif lines:
+            body = "\n  " + "\n  ".join(lines) + "\n"
+        return f"{self._get_name()}({body})"
