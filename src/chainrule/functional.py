@@ -31,6 +31,7 @@ __all__ = [
     "linear",
     "log_sigmoid",
     "log_softmax",
+    "logsigmoid",
     "mse_loss",
     "nll_loss",
     "relu",
@@ -41,6 +42,8 @@ __all__ = [
     "softplus",
     "tanh",
 ]
+
+logsigmoid = log_sigmoid  # PyTorch's spelling
 
 _REDUCTIONS = ("mean", "sum", "none")
 
