@@ -46,6 +46,7 @@ __all__ = [
 logsigmoid = log_sigmoid  # PyTorch's spelling
 
 _REDUCTIONS = ("mean", "sum", "none")
+_BCE_EPS = float(np.float32(1e-12))  # PyTorch's clamp of p(1 − p) in the BCE gradient (a float32 constant)
 
 
 def _check_reduction(reduction: str, name: str) -> None:
@@ -137,7 +138,7 @@ def smooth_l1_loss(input: Tensor, target: Any, reduction: str = "mean", beta: fl
 def binary_cross_entropy(input: Tensor, target: Any, weight: Tensor | None = None, reduction: str = "mean") -> Tensor:
     """−w·(t·log(p) + (1 − t)·log(1 − p)) for probabilities p = input in [0, 1]; logs are clamped at −100.
 
-    d/dp = w·(p − t) / max(p(1 − p), 1e-12), as PyTorch.
+    d/dp = w·(p − t) / max(p(1 − p), 1e-12), as PyTorch (also at p = 0 or 1).
     """
     target = _as_target(target, input)
     _same_shape("binary_cross_entropy", input, target)
@@ -160,7 +161,7 @@ def binary_cross_entropy(input: Tensor, target: Any, weight: Tensor | None = Non
 
     def backward(g: Tensor) -> tuple[Tensor | None, ...]:
         gw = g if w is None else g * w
-        gi = gw * (input - target) / ((1.0 - input) * input).clamp(min=1e-12) if input.requires_grad else None
+        gi = gw * (input - target) / ((1.0 - input) * input).clamp(min=_BCE_EPS) if input.requires_grad else None
         gt = gw * Tensor((log_q - log_p).astype(p.dtype)) if target.requires_grad else None
         return gi, gt
 
@@ -241,7 +242,12 @@ def nll_loss(
         return losses.reshape(t.shape)
     if reduction == "sum":
         return losses.sum()
-    return losses.sum() / sample_w.sum()
+    return _weighted_mean(losses.sum(), sample_w.sum())
+
+
+def _weighted_mean(total: Tensor, weight_sum: float) -> Tensor:
+    """total / weight_sum; when every target is ignored it is NaN with a zero gradient, as PyTorch."""
+    return total + np.nan if weight_sum == 0 else total / weight_sum
 
 
 def _label_smoothing_term(
@@ -263,7 +269,7 @@ def _label_smoothing_term(
         denom = weight[np.where(valid, t, 0)][valid].sum()
     else:
         denom = valid.sum()
-    return smooth.sum() / (denom * c)
+    return _weighted_mean(smooth.sum(), denom * c)
 
 
 def cross_entropy(
