@@ -24,12 +24,19 @@ class Embedding(Module):
         num_embeddings: int,
         embedding_dim: int,
         padding_idx: int | None = None,
+        max_norm: float | None = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
         _weight: Any = None,
+        _freeze: bool = False,
         device: Any = None,
         dtype: Any = None,
         generator: Generator | None = None,
     ) -> None:
         super().__init__()
+        if max_norm is not None or scale_grad_by_freq or sparse:
+            raise NotImplementedError("Embedding: max_norm, scale_grad_by_freq and sparse are not supported")
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"Embedding: padding_idx {padding_idx} must be within num_embeddings {num_embeddings}")
@@ -41,6 +48,7 @@ class Embedding(Module):
             self.reset_parameters(generator)
         else:
             self.weight = Parameter(np.array(_weight.data if isinstance(_weight, Tensor) else _weight, dtype=dt))
+        self.weight.requires_grad_(not _freeze)
 
     def reset_parameters(self, generator: Generator | None = None) -> None:
         init.normal_(self.weight, generator=generator)

@@ -46,17 +46,23 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name}")
-        for store in (self._parameters, self._buffers, self._modules):
-            store.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            target = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            target = self._modules
         elif name in self.__dict__.get("_buffer_names", ()) and (value is None or isinstance(value, Tensor)):
-            self._buffers[name] = value
+            target = self._buffers
+        elif value is None and name in self._parameters:  # `self.bias = None` keeps the slot, as PyTorch
+            target = self._parameters
         else:
+            target = None
+        for store in (self._parameters, self._buffers, self._modules):
+            if store is not target:
+                store.pop(name, None)
+        if target is None:
             object.__setattr__(self, name, value)
             return
+        target[name] = value  # an existing key keeps its position, so state-dict order is stable
         self.__dict__.pop(name, None)
 
     def __getattr__(self, name: str) -> Any:
@@ -89,7 +95,22 @@ class Module:
         self._buffers[name] = tensor
 
     def add_module(self, name: str, module: Module | None) -> None:
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"module name must be a non-empty string without '.', got {name!r}")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
         self._modules[name] = module
+
+    register_module = add_module
+
+    def get_submodule(self, target: str) -> Module:
+        """The submodule at a dotted path such as "encoder.0"; "" is self."""
+        mod = self
+        for part in target.split(".") if target else ():
+            if part not in mod._modules or mod._modules[part] is None:
+                raise AttributeError(f"{mod._get_name()} has no submodule {part!r} (looking up {target!r})")
+            mod = mod._modules[part]
+        return mod
 
     # -- forward
     def forward(self, *args: Any, **kwargs: Any) -> Any:
