@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from . import ops
 from .errors import DataError
-from .ops import linear, log_softmax, relu, sigmoid, softmax, tanh, where
-from .ops.nn import batch_norm, dropout, elu, embedding, gelu, layer_norm, leaky_relu, log_sigmoid, silu, softplus
+from .ops import linear, log_softmax, sigmoid, softmax, tanh, where
+from .ops.nn import batch_norm, embedding, gelu, layer_norm, log_sigmoid, softplus
+from .random import Generator
 from .tensor import Tensor, record
 
 __all__ = [
@@ -44,6 +46,39 @@ __all__ = [
 ]
 
 logsigmoid = log_sigmoid  # PyTorch's spelling
+
+# `inplace` is accepted for PyTorch compatibility; chainrule always computes out of place.
+
+
+def relu(input: Tensor, inplace: bool = False) -> Tensor:
+    """max(input, 0)."""
+    return ops.relu(input)
+
+
+def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """input if input > 0 else negative_slope·input."""
+    return ops.nn.leaky_relu(input, negative_slope)
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """input if input > 0 else alpha·(e^input − 1)."""
+    return ops.nn.elu(input, alpha)
+
+
+def silu(input: Tensor, inplace: bool = False) -> Tensor:
+    """input·σ(input)."""
+    return ops.nn.silu(input)
+
+
+def dropout(
+    input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False, generator: Generator | None = None
+) -> Tensor:
+    """Zero each element with probability p and scale the others by 1/(1 − p) when training; else identity.
+
+    `generator` (a chainrule extension) chooses the random stream; default: chainrule.default_generator.
+    """
+    return ops.nn.dropout(input, p, training, generator)
+
 
 _REDUCTIONS = ("mean", "sum", "none")
 _BCE_EPS = float(np.float32(1e-12))  # PyTorch's clamp of p(1 − p) in the BCE gradient (a float32 constant)

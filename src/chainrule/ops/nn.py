@@ -42,7 +42,8 @@ def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     """x if x > 0 else alpha·(eˣ − 1).  d/dx = 1 or alpha·eˣ."""
     pos = x.data > 0
     out = np.where(pos, x.data, alpha * np.expm1(np.minimum(x.data, 0))).astype(x.dtype, copy=False)
-    return record("elu", out, (x,), lambda g: (g * where(pos, 1.0, x.exp() * alpha),))
+    # clamp keeps exp finite on the unused branch, so second derivatives stay finite too
+    return record("elu", out, (x,), lambda g: (g * where(pos, 1.0, x.clamp(max=0.0).exp() * alpha),))
 
 
 def silu(x: Tensor) -> Tensor:
@@ -71,10 +72,10 @@ def log_sigmoid(x: Tensor) -> Tensor:
     return record("log_sigmoid", out, (x,), lambda g: (g * sigmoid(-x),))
 
 
-def _gelu_grad(x: Tensor) -> Tensor:
-    """Φ(x) + x·φ(x), the derivative of exact GELU; its own derivative is φ(x)·(2 − x²)."""
+def _gelu_grad(x: Tensor, cdf: np.ndarray) -> Tensor:
+    """Φ(x) + x·φ(x), the derivative of exact GELU (cdf = Φ(x)); its own derivative is φ(x)·(2 − x²)."""
     d = x.data
-    val = _phi_cdf(d) + d * np.exp(-0.5 * d * d) / _SQRT_2PI
+    val = cdf + d * np.exp(-0.5 * d * d) / _SQRT_2PI
     return record("gelu_backward", val, (x,), lambda g: (g * (x * x * -0.5).exp() * (1.0 / _SQRT_2PI) * (2.0 - x * x),))
 
 
@@ -82,7 +83,8 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     """x·Φ(x) (approximate='none') or ½x(1 + tanh(√(2/π)(x + 0.044715x³))) (approximate='tanh')."""
     d = x.data
     if approximate == "none":
-        return record("gelu", d * _phi_cdf(d), (x,), lambda g: (g * _gelu_grad(x),))
+        cdf = _phi_cdf(d)
+        return record("gelu", d * cdf, (x,), lambda g: (g * _gelu_grad(x, cdf),))
     if approximate != "tanh":
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     t = np.tanh(_GELU_K * (d + 0.044715 * d**3))
