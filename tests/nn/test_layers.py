@@ -341,3 +341,45 @@ def test_model_state_dict_loads_both_ways(train: bool) -> None:
     back.train(train)
     ours.train(train)
     close(ours(cr.tensor(x)), back(torch.tensor(x)))
+
+
+# ----------------------------------------------------------------------------- finite differences
+
+
+def _f64(*shape: int, seed: int = 0, scale: float = 1.0) -> cr.Tensor:
+    return cr.tensor(randn(*shape, seed=seed) * scale, requires_grad=True)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        F.gelu,
+        lambda x: F.gelu(x, "tanh"),
+        F.elu,
+        F.silu,
+        lambda x: F.softplus(x, beta=2.0),
+        F.log_sigmoid,
+        lambda x: F.leaky_relu(x, 0.1),
+        lambda x: F.layer_norm(x, (4,)),
+        lambda x: F.batch_norm(x, None, None, training=True),
+    ],
+)
+def test_fused_ops_gradcheck_and_gradgradcheck(fn) -> None:
+    x = _f64(3, 4, scale=2.0)
+    assert cr.gradcheck(fn, [x])
+    assert cr.gradgradcheck(fn, [x])
+
+
+def test_normalization_with_affine_gradgradcheck() -> None:
+    x, w, b = _f64(5, 3, 2), _f64(3, seed=1), _f64(3, seed=2)
+    assert cr.gradgradcheck(lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), [x, w, b])
+    x, w, b = _f64(2, 3, 4), _f64(3, 4, seed=1), _f64(3, 4, seed=2)
+    assert cr.gradgradcheck(lambda x, w, b: F.layer_norm(x, (3, 4), w, b), [x, w, b])
+
+
+def test_embedding_gradgradcheck() -> None:
+    w = _f64(5, 3)
+    idx = cr.tensor([[0, 2], [2, 4]])
+    # (no padding_idx here: by design its row gets no gradient although the output depends on it)
+    assert cr.gradcheck(lambda w: F.embedding(idx, w) ** 2, [w])
+    assert cr.gradgradcheck(lambda w: F.embedding(idx, w) ** 2, [w])

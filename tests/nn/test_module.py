@@ -71,8 +71,13 @@ def test_reassignment_and_deletion() -> None:
     assert "extra" in dict(m.named_children())
     del m.extra
     assert "extra" not in dict(m.named_children())
-    m.bias = None if False else m.bias  # plain re-set keeps registration
+    m.bias = m.bias  # re-setting keeps registration and order
     assert [k for k, _ in m.named_parameters()] == ["weight", "bias"]
+    with pytest.raises(TypeError, match="Parameter or None"):
+        m.bias = cr.zeros(2)
+    m.bias = None
+    assert [k for k, _ in m.named_parameters()] == ["weight"] and m.bias is None
+    assert list(m.state_dict()) == ["weight"]
     shared = nn.Linear(2, 2)
     tied = nn.Sequential(shared, shared)
     assert len(list(tied.parameters())) == 2  # shared parameters are listed once, like PyTorch

@@ -52,8 +52,13 @@ class Module:
             target = self._modules
         elif name in self.__dict__.get("_buffer_names", ()) and (value is None or isinstance(value, Tensor)):
             target = self._buffers
-        elif value is None and name in self._parameters:  # `self.bias = None` keeps the slot, as PyTorch
-            target = self._parameters
+        elif name in self._parameters and (value is None or isinstance(value, Tensor)):
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign a plain Tensor as parameter '{name}' of {type(self).__name__} "
+                    "(chainrule.nn.Parameter or None expected)"
+                )
+            target = self._parameters  # `self.bias = None` keeps the slot, as PyTorch
         else:
             target = None
         for store in (self._parameters, self._buffers, self._modules):
