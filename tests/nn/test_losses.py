@@ -276,3 +276,37 @@ def test_loss_reprs() -> None:
     assert repr(nn.MSELoss()) == "MSELoss()"
     assert repr(nn.CrossEntropyLoss()) == "CrossEntropyLoss()"
     assert nn.CrossEntropyLoss(weight=cr.ones(3)).state_dict()["weight"].shape == (3,)
+
+
+# ----------------------------------------------------------------------------- finite differences, second order
+
+
+def _x(*shape: int, seed: int = 0) -> cr.Tensor:
+    return cr.tensor(rng(seed).standard_normal(shape), requires_grad=True)
+
+
+_T = cr.tensor(np.array([2, 0, 1, 1]))
+_W = cr.tensor(np.array([0.5, 2.0, 1.5]))
+_P = cr.tensor(rng(5).dirichlet(np.ones(3), size=4))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda x: F.cross_entropy(x, _T),
+        lambda x: F.cross_entropy(x, _T, weight=_W, ignore_index=0, label_smoothing=0.1),
+        lambda x: F.cross_entropy(x, _P, label_smoothing=0.2),
+        lambda x: F.nll_loss(x.log_softmax(1), _T, weight=_W, reduction="sum"),
+        lambda x: F.binary_cross_entropy(x.sigmoid(), _P, weight=_W),
+        lambda x: F.binary_cross_entropy_with_logits(x, _P, pos_weight=_W),
+        lambda x: F.kl_div(x.log_softmax(1), _P, reduction="batchmean"),
+        lambda x: F.kl_div(x.log_softmax(1), _P.log(), log_target=True),
+        lambda x: F.huber_loss(x, _P, delta=0.5),
+        lambda x: F.smooth_l1_loss(x, _P, beta=0.5),
+        lambda x: F.mse_loss(x, _P, reduction="none"),
+    ],
+)
+def test_losses_gradcheck_and_gradgradcheck(fn) -> None:
+    x = _x(4, 3)
+    assert cr.gradcheck(fn, [x])
+    assert cr.gradgradcheck(fn, [x])
