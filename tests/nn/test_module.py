@@ -251,3 +251,41 @@ def test_apply_and_requires_grad() -> None:
     assert all(np.all(lin.weight.data == 0) for lin in m)
     m.requires_grad_(False)
     assert m.num_parameters(trainable_only=True) == 0 and m.num_parameters() == 24
+
+
+def test_forward_hooks() -> None:
+    m = nn.Linear(2, 2)
+    seen = []
+    h1 = m.register_forward_pre_hook(lambda mod, args: (args[0] * 0.0,))
+    h2 = m.register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    y = m(cr.ones(3, 2))
+    np.testing.assert_allclose(y.data, np.broadcast_to(m.bias.data, (3, 2)))
+    assert seen == [(3, 2)]
+    h1.remove()
+    h2.remove()
+    assert np.any(m(cr.ones(3, 2)).data != y.data) and seen == [(3, 2)]
+    with m.register_forward_hook(lambda mod, args, out: out * 2.0):
+        np.testing.assert_allclose(m(cr.ones(1, 2)).data, 2 * m.forward(cr.ones(1, 2)).data)
+    assert m(cr.ones(1, 2)).data.tolist() == m.forward(cr.ones(1, 2)).data.tolist()
+
+
+def test_container_editing_matches_torch_numbering() -> None:
+    seq = nn.Sequential(nn.ReLU(), nn.Tanh())
+    seq.insert(1, nn.Linear(2, 2))
+    seq.extend([nn.Sigmoid()])
+    assert [type(m).__name__ for m in seq] == ["ReLU", "Linear", "Tanh", "Sigmoid"]
+    assert list(seq.state_dict()) == ["1.weight", "1.bias"]
+    assert isinstance(seq.pop(0), nn.ReLU) and list(seq.state_dict()) == ["0.weight", "0.bias"]
+    del seq[0]
+    seq[0] = nn.GELU()
+    assert [type(m).__name__ for m in seq] == ["GELU", "Sigmoid"]
+    ml = nn.ModuleList([nn.ReLU(), nn.Linear(1, 1)])
+    ml.insert(0, nn.Linear(2, 2))
+    assert list(ml.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    del ml[0]
+    assert list(ml.state_dict()) == ["1.weight", "1.bias"]
+    md = nn.ModuleDict()
+    md.update({"a": nn.Linear(1, 1), "b": nn.ReLU()})
+    assert isinstance(md.pop("b"), nn.ReLU) and list(md) == ["a"]
+    md.clear()
+    assert len(md) == 0

@@ -29,6 +29,26 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+class RemovableHandle:
+    """Returned by the register_*_hook methods; `remove()` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict) -> None:
+        self._hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
 class Module:
     """Base class for layers and models.
 
@@ -122,7 +142,34 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        """forward(*args, **kwargs), with any registered forward pre-hooks and hooks around it."""
+        hooks = self.__dict__.get("_hooks")
+        if not hooks:
+            return self.forward(*args, **kwargs)
+        for hook in list(hooks["pre"].values()):
+            new = hook(self, args)
+            if new is not None:
+                args = new if isinstance(new, tuple) else (new,)
+        out = self.forward(*args, **kwargs)
+        for hook in list(hooks["post"].values()):
+            new = hook(self, args, out)
+            if new is not None:
+                out = new
+        return out
+
+    def _add_hook(self, kind: str, hook: Any) -> RemovableHandle:
+        hooks = self.__dict__.setdefault("_hooks", {"pre": OrderedDict(), "post": OrderedDict()})
+        handle = RemovableHandle(hooks[kind])
+        hooks[kind][handle.id] = hook
+        return handle
+
+    def register_forward_pre_hook(self, hook: Any) -> RemovableHandle:
+        """hook(module, args) runs before forward; a non-None result replaces args. Returns a removable handle."""
+        return self._add_hook("pre", hook)
+
+    def register_forward_hook(self, hook: Any) -> RemovableHandle:
+        """hook(module, args, output) runs after forward; a non-None result replaces the output."""
+        return self._add_hook("post", hook)
 
     # -- traversal
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
