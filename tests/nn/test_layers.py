@@ -383,3 +383,47 @@ def test_embedding_gradgradcheck() -> None:
     # (no padding_idx here: by design its row gets no gradient although the output depends on it)
     assert cr.gradcheck(lambda w: F.embedding(idx, w) ** 2, [w])
     assert cr.gradgradcheck(lambda w: F.embedding(idx, w) ** 2, [w])
+
+
+def test_embedding_from_pretrained() -> None:
+    w = randn(4, 3)
+    e = nn.Embedding.from_pretrained(w)
+    assert e.weight.dtype == np.float64 and not e.weight.requires_grad
+    np.testing.assert_array_equal(e(cr.tensor([3, 0])).data, w[[3, 0]])
+    assert nn.Embedding.from_pretrained(cr.tensor(w), freeze=False).weight.requires_grad
+
+
+def test_nn_functional_is_chainrule_functional() -> None:
+    import chainrule.nn.functional as nnF
+
+    assert nnF.cross_entropy is F.cross_entropy and nnF.gelu is F.gelu and set(nnF.__all__) == set(F.__all__)
+
+
+_TORCH_ACT = {
+    "relu": torch.nn.functional.relu,
+    "leaky_relu": torch.nn.functional.leaky_relu,
+    "elu": torch.nn.functional.elu,
+    "gelu": torch.nn.functional.gelu,
+    "silu": torch.nn.functional.silu,
+    "softplus": torch.nn.functional.softplus,
+    "log_sigmoid": torch.nn.functional.logsigmoid,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    name=st.sampled_from(sorted(_TORCH_ACT)),
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    scale=st.sampled_from([0.1, 1.0, 10.0, 100.0]),
+    seed=st.integers(0, 1000),
+)
+def test_activations_random_inputs(name: str, shape: list[int], scale: float, seed: int) -> None:
+    x = np.random.default_rng(seed).standard_normal(shape) * scale
+    xc, xt = cr.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    yc, yt = getattr(F, name)(xc), _TORCH_ACT[name](xt)
+    close(yc, yt, rtol=1e-12, atol=1e-14)
+    yc.sum().backward()
+    yt.sum().backward()
+    close(xc.grad, xt.grad, rtol=1e-12, atol=1e-14)

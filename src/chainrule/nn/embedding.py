@@ -50,6 +50,17 @@ class Embedding(Module):
             self.weight = Parameter(np.array(_weight.data if isinstance(_weight, Tensor) else _weight, dtype=dt))
         self.weight.requires_grad_(not _freeze)
 
+    @classmethod
+    def from_pretrained(
+        cls, embeddings: Any, freeze: bool = True, padding_idx: int | None = None, **kwargs: Any
+    ) -> Embedding:
+        """An Embedding holding a copy of the 2-D `embeddings` (frozen unless freeze=False)."""
+        arr = np.asarray(embeddings.data if isinstance(embeddings, Tensor) else embeddings)
+        if arr.ndim != 2:
+            raise ValueError(f"Embedding.from_pretrained: embeddings must be 2-D, got shape {arr.shape}")
+        kwargs.setdefault("dtype", arr.dtype if arr.dtype.kind == "f" else None)
+        return cls(*arr.shape, padding_idx=padding_idx, _weight=arr, _freeze=freeze, **kwargs)
+
     def reset_parameters(self, generator: Generator | None = None) -> None:
         init.normal_(self.weight, generator=generator)
         if self.padding_idx is not None:
