@@ -11,7 +11,7 @@ import numpy as np
 
 from . import ops
 from .errors import DataError
-from .ops import linear, log_softmax, sigmoid, softmax, tanh, where
+from .ops import linear, log_softmax, pad, sigmoid, softmax, tanh, where
 from .ops.nn import batch_norm, embedding, gelu, layer_norm, log_sigmoid, softplus
 from .random import Generator
 from .tensor import Tensor, record
@@ -36,6 +36,8 @@ __all__ = [
     "logsigmoid",
     "mse_loss",
     "nll_loss",
+    "one_hot",
+    "pad",
     "relu",
     "sigmoid",
     "silu",
@@ -124,6 +126,20 @@ def _indices(name: str, target: Any) -> np.ndarray:
     if t.dtype.kind not in "iu":
         raise DataError(f"{name}: class-index targets must be integers, got dtype {t.dtype} (shape {t.shape})")
     return t.astype(np.int64, copy=False)
+
+
+def one_hot(tensor: Any, num_classes: int = -1) -> Tensor:
+    """Integer class indices (any shape) -> int64 one-hot vectors of shape tensor.shape + (num_classes,).
+
+    num_classes=-1 uses max(tensor) + 1.
+    """
+    t = _indices("one_hot", tensor)
+    if num_classes == -1:
+        num_classes = int(t.max()) + 1 if t.size else 0
+    if t.size and (t.min() < 0 or t.max() >= num_classes):
+        bad = t[(t < 0) | (t >= num_classes)].flat[0]
+        raise DataError(f"one_hot: class {bad} is out of range for {num_classes} classes (shape {t.shape})")
+    return Tensor((t[..., None] == np.arange(num_classes)).astype(np.int64))
 
 
 # ----------------------------------------------------------------------------- regression losses

@@ -310,3 +310,11 @@ def test_losses_gradcheck_and_gradgradcheck(fn) -> None:
     x = _x(4, 3)
     assert cr.gradcheck(fn, [x])
     assert cr.gradgradcheck(fn, [x])
+
+
+def test_one_hot_matches_torch() -> None:
+    t = np.array([[0, 2], [1, 3]])
+    np.testing.assert_array_equal(F.one_hot(cr.tensor(t)).data, TF.one_hot(torch.tensor(t)).numpy())
+    np.testing.assert_array_equal(F.one_hot(cr.tensor(t), 6).data, TF.one_hot(torch.tensor(t), 6).numpy())
+    with pytest.raises(ChainruleError, match="class 3 is out of range for 3"):
+        F.one_hot(cr.tensor(t), 3)

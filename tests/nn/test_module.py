@@ -153,8 +153,8 @@ def test_load_state_dict_strictness_and_errors() -> None:
     partial["extra.weight"] = np.ones(1)
     with pytest.raises(ChainruleError, match=r"missing keys \['1.running_var'\].*unexpected keys \['extra.weight'\]"):
         m.load_state_dict(partial)
-    missing, unexpected = m.load_state_dict(partial, strict=False)
-    assert missing == ["1.running_var"] and unexpected == ["extra.weight"]
+    result = m.load_state_dict(partial, strict=False)
+    assert result.missing_keys == ["1.running_var"] and result.unexpected_keys == ["extra.weight"]
     bad = dict(sd)
     bad["0.weight"] = np.zeros((3, 2)) + 5
     with pytest.raises(ChainruleError, match=r"'0.weight' has shape \(3, 2\) in the state dict but \(2, 3\)"):

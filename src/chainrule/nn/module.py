@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +27,9 @@ class Parameter(Tensor):
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 class RemovableHandle:
@@ -303,10 +306,10 @@ class Module:
         """
         return OrderedDict((prefix + k, t if keep_vars else t.data.copy()) for k, t in self._state_items())
 
-    def load_state_dict(self, state_dict: Any, strict: bool = True) -> tuple[list[str], list[str]]:
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> IncompatibleKeys:
         """Copy values in place from a dict of NumPy arrays, chainrule tensors or torch tensors.
 
-        A PyTorch state dict loads unchanged. Returns (missing_keys, unexpected_keys); with `strict`,
+        A PyTorch state dict loads unchanged. Returns the named tuple (missing_keys, unexpected_keys); with `strict`,
         either being non-empty is a ModelFileError, as is any shape mismatch. Nothing is changed
         unless every check passes. Values are converted to each parameter's or buffer's dtype.
         """
@@ -333,7 +336,7 @@ class Module:
                 if k in arrays:
                     t.data = np.array(arrays[k], dtype=t.dtype, copy=True)
                     t._version += 1
-        return missing, unexpected
+        return IncompatibleKeys(missing, unexpected)
 
     # -- printing
     def extra_repr(self) -> str:
