@@ -14,7 +14,7 @@ from .errors import DataError
 from .ops import linear, log_softmax, pad, sigmoid, softmax, tanh, where
 from .ops.nn import batch_norm, embedding, gelu, layer_norm, log_sigmoid, softplus
 from .random import Generator
-from .tensor import Tensor, record
+from .tensor import Tensor, is_grad_enabled, record
 
 __all__ = [
     "batch_norm",
@@ -403,10 +403,14 @@ def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor
         scale = 1.0 / n if reduction == "mean" else 1.0
 
     def backward(g: Tensor) -> tuple[Tensor]:
-        onehot = np.zeros_like(x)
-        onehot[rows, t] = 1.0
-        p = softmax(input, 1)  # recomputed as a Tensor so that create_graph works
-        dlogits = p - Tensor(onehot)
+        if is_grad_enabled():  # create_graph: softmax recomputed as a recorded op
+            onehot = np.zeros_like(x)
+            onehot[rows, t] = 1.0
+            dlogits = softmax(input, 1) - Tensor(onehot)
+        else:
+            d = np.exp(logp)
+            d[rows, t] -= 1.0
+            dlogits = Tensor(d)
         return ((dlogits * (g * scale) if scale is not None else dlogits * g.reshape(n, 1)),)
 
     return record("cross_entropy", out_data, (input,), backward)
