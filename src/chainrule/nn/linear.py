@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import numpy as np
 
 from ..ops import linear
-from ..random import Generator, default_generator
+from ..random import Generator
 from ..tensor import Tensor, _default_dtype
+from . import init
 from .module import Module, Parameter
 
 
@@ -17,18 +21,30 @@ class Linear(Module):
     """
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, dtype=None, generator: Generator | None = None
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        generator: Generator | None = None,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         dt = dtype or _default_dtype[0]
-        rng = (generator or default_generator).np
-        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
-        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dt))
+        self.weight = Parameter(np.empty((out_features, in_features), dtype=dt))
         if bias:
-            self.bias = Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dt))
+            self.bias = Parameter(np.empty(out_features, dtype=dt))
         else:
             self.register_parameter("bias", None)
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: Generator | None = None) -> None:
+        """PyTorch's default: kaiming_uniform_(a=√5), i.e. U(−1/√in, 1/√in), for weight and bias alike."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound, generator)
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from ..errors import ModelFileError
 from ..tensor import Tensor, _default_dtype, no_grad
 
 
@@ -28,6 +29,29 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class RemovableHandle:
+    """Returned by the register_*_hook methods; `remove()` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks: dict) -> None:
+        self._hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
 class Module:
     """Base class for layers and models.
 
@@ -45,17 +69,28 @@ class Module:
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before assigning {name}")
-        for store in (self._parameters, self._buffers, self._modules):
-            store.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            target = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            target = self._modules
         elif name in self.__dict__.get("_buffer_names", ()) and (value is None or isinstance(value, Tensor)):
-            self._buffers[name] = value
+            target = self._buffers
+        elif name in self._parameters and (value is None or isinstance(value, Tensor)):
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign a plain Tensor as parameter '{name}' of {type(self).__name__} "
+                    "(chainrule.nn.Parameter or None expected)"
+                )
+            target = self._parameters  # `self.bias = None` keeps the slot, as PyTorch
         else:
+            target = None
+        for store in (self._parameters, self._buffers, self._modules):
+            if store is not target:
+                store.pop(name, None)
+        if target is None:
             object.__setattr__(self, name, value)
             return
+        target[name] = value  # an existing key keeps its position, so state-dict order is stable
         self.__dict__.pop(name, None)
 
     def __getattr__(self, name: str) -> Any:
@@ -88,14 +123,56 @@ class Module:
         self._buffers[name] = tensor
 
     def add_module(self, name: str, module: Module | None) -> None:
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"module name must be a non-empty string without '.', got {name!r}")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module subclass")
         self._modules[name] = module
+
+    register_module = add_module
+
+    def get_submodule(self, target: str) -> Module:
+        """The submodule at a dotted path such as "encoder.0"; "" is self."""
+        mod = self
+        for part in target.split(".") if target else ():
+            if part not in mod._modules or mod._modules[part] is None:
+                raise AttributeError(f"{mod._get_name()} has no submodule {part!r} (looking up {target!r})")
+            mod = mod._modules[part]
+        return mod
 
     # -- forward
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.forward(*args, **kwargs)
+        """forward(*args, **kwargs), with any registered forward pre-hooks and hooks around it."""
+        hooks = self.__dict__.get("_hooks")
+        if not hooks:
+            return self.forward(*args, **kwargs)
+        for hook in list(hooks["pre"].values()):
+            new = hook(self, args)
+            if new is not None:
+                args = new if isinstance(new, tuple) else (new,)
+        out = self.forward(*args, **kwargs)
+        for hook in list(hooks["post"].values()):
+            new = hook(self, args, out)
+            if new is not None:
+                out = new
+        return out
+
+    def _add_hook(self, kind: str, hook: Any) -> RemovableHandle:
+        hooks = self.__dict__.setdefault("_hooks", {"pre": OrderedDict(), "post": OrderedDict()})
+        handle = RemovableHandle(hooks[kind])
+        hooks[kind][handle.id] = hook
+        return handle
+
+    def register_forward_pre_hook(self, hook: Any) -> RemovableHandle:
+        """hook(module, args) runs before forward; a non-None result replaces args. Returns a removable handle."""
+        return self._add_hook("pre", hook)
+
+    def register_forward_hook(self, hook: Any) -> RemovableHandle:
+        """hook(module, args, output) runs after forward; a non-None result replaces the output."""
+        return self._add_hook("post", hook)
 
     # -- traversal
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -180,9 +257,23 @@ class Module:
         return self
 
     # -- dtype
-    def to(self, dtype: Any) -> Module:
-        """Convert floating parameters and buffers to `dtype`, in place; returns self."""
+    def to(self, *args: Any, dtype: Any = None, **kwargs: Any) -> Module:
+        """Convert floating parameters and buffers to `dtype`, in place; returns self.
+
+        Accepts `to(dtype)`, `to(dtype=...)` and, for code written for PyTorch, a device
+        ("cpu", ignored: everything lives in NumPy on the CPU).
+        """
+        for a in args:
+            if isinstance(a, str) and a.split(":")[0] == "cpu":
+                continue
+            dtype = a
+        if kwargs.get("device") not in (None, "cpu"):
+            raise ValueError(f"to: chainrule runs on the CPU only, got device {kwargs['device']!r}")
+        if dtype is None:
+            return self
         dt = np.dtype(dtype)
+        if dt.kind != "f":
+            raise TypeError(f"Module.to only accepts floating dtypes, got {dt}")
         for m in self.modules():
             for store in (m._parameters, m._buffers):
                 for t in store.values():
@@ -208,15 +299,19 @@ class Module:
                     if t is not None and k not in skip:
                         yield (f"{mname}.{k}" if mname else k), t
 
-    def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Parameters and persistent buffers as NumPy arrays (copies), with PyTorch's key names."""
-        return OrderedDict((k, t.data.copy()) for k, t in self._state_items())
+    def state_dict(self, prefix: str = "", keep_vars: bool = False) -> OrderedDict[str, Any]:
+        """Parameters and persistent buffers as NumPy arrays (copies), with PyTorch's key names.
 
-    def load_state_dict(self, state_dict: Any, strict: bool = True) -> tuple[list[str], list[str]]:
-        """Copy values in place from a dict of arrays or tensors (a PyTorch state dict works as is).
+        With keep_vars the tensors themselves are returned instead of copies of their data.
+        """
+        return OrderedDict((prefix + k, t if keep_vars else t.data.copy()) for k, t in self._state_items())
 
-        Returns (missing_keys, unexpected_keys); with `strict`, either being non-empty is an error,
-        as is any shape mismatch. Nothing is changed unless every check passes.
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> IncompatibleKeys:
+        """Copy values in place from a dict of NumPy arrays, chainrule tensors or torch tensors.
+
+        A PyTorch state dict loads unchanged. Returns the named tuple (missing_keys, unexpected_keys); with `strict`,
+        either being non-empty is a ModelFileError, as is any shape mismatch. Nothing is changed
+        unless every check passes. Values are converted to each parameter's or buffer's dtype.
         """
         own = dict(self._state_items())
         arrays = {}
@@ -227,12 +322,12 @@ class Module:
         missing = [k for k in own if k not in arrays]
         unexpected = [k for k in arrays if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(
+            raise ModelFileError(
                 f"load_state_dict for {type(self).__name__}: missing keys {missing}, unexpected keys {unexpected}"
             )
         for k, t in own.items():
             if k in arrays and arrays[k].shape != t.shape:
-                raise ValueError(
+                raise ModelFileError(
                     f"load_state_dict for {type(self).__name__}: '{k}' has shape {arrays[k].shape} "
                     f"in the state dict but {t.shape} in the model"
                 )
@@ -241,15 +336,23 @@ class Module:
                 if k in arrays:
                     t.data = np.array(arrays[k], dtype=t.dtype, copy=True)
                     t._version += 1
-        return missing, unexpected
+        return IncompatibleKeys(missing, unexpected)
 
     # -- printing
     def extra_repr(self) -> str:
         return ""
 
+    def _get_name(self) -> str:
+        return type(self).__name__
+
     def __repr__(self) -> str:
-        lines = [f"({k}): " + repr(m).replace("\n", "\n  ") for k, m in self._modules.items()]
-        head = f"{type(self).__name__}({self.extra_repr()}"
-        if not lines:
-            return head + ")"
-        return head + "\n  " + "\n  ".join(lines) + "\n)"
+        """PyTorch's layout: `Name(extra)` for a leaf, otherwise one indented line per extra and child."""
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
+        lines += [f"({k}): " + repr(m).replace("\n", "\n  ") for k, m in self._modules.items()]
+        body = ""
+        if len(lines) == 1 and not self._modules:
+            body = lines[0]
+        elif lines:
+            body = "\n  " + "\n  ".join(lines) + "\n"
+        return f"{self._get_name()}({body})"
