@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ChainruleError, ConfigError
+from .errors import ChainruleError, ConfigError, DataError
 from .tensor import Tensor, float64, no_grad
 
 PRECISION = 10  # significant digits of every printed figure
@@ -1045,7 +1046,7 @@ def trace_text(tr: Trace) -> str:
         items = [("value", p.value), ("grad", p.grad)]
         items += [(k, np.asarray(v)) for k, v in p.terms.items() if k not in ("grad", "update")]
         items += [("update", p.update), ("new value", p.new_value)]
-        L += [f"    {k:<22}{_tv_str(v)}" for k, v in items]
+        L += [f"    {k:<24}{_tv_str(v)}" for k, v in items]
     if tr.optimizer:
         o = tr.optimizer
         hp = ", ".join(f"{k}={v}" for k, v in o["hyperparameters"].items())
@@ -1155,3 +1156,238 @@ def render_trace(tr: Trace, format: str = "text") -> str:
         raise ConfigError(f"--format must be one of {', '.join(renderers)}, got {format!r}")
     out = renderers[format](tr)
     return out if out.endswith("\n") else out + "\n"
+
+
+# ============================================================================= `chainrule explain`
+
+LOSSES = ("mse", "sse", "cross_entropy")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+def parse_matrix(spec: str, what: str, integer: bool = False) -> np.ndarray:
+    """Rows separated by ';' and columns by ',' ("2;0.5" is two rows of one value), or a CSV file of numbers.
+
+    Returns a 2-D float64 array (1-D int64 for integer class targets).
+    """
+    if os.path.exists(spec) or spec.lower().endswith(".csv"):
+        try:
+            with open(spec, newline="") as f:
+                rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        except OSError as e:
+            raise DataError(f"--{what}: cannot read {spec}: {e}") from None
+        source = spec
+    else:
+        rows = [r.split(",") for r in spec.split(";") if r.strip()]
+        source = f"--{what}"
+    if rows and not _is_number(rows[0][0]):  # a header line
+        rows = rows[1:]
+    if not rows:
+        raise DataError(f"{source}: no rows of numbers")
+    try:
+        data = [[float(c) for c in r] for r in rows]
+    except ValueError:
+        bad = next(i for i, r in enumerate(rows) if not all(_is_number(c) for c in r))
+        raise DataError(f"{source}: row {bad + 1} is not all numbers: {','.join(rows[bad])!r}") from None
+    if len({len(r) for r in data}) != 1:
+        raise DataError(f"{source}: rows have different numbers of columns")
+    arr = np.asarray(data, dtype=np.float64)
+    if integer:
+        if arr.shape[1] != 1 or np.any(arr != np.round(arr)) or np.any(arr < 0):
+            raise DataError(f"{source}: cross_entropy targets must be one column of class indices 0, 1, ...")
+        return arr[:, 0].astype(np.int64)
+    return arr
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def build_mlp(spec: str, n_in: int, n_out: int, activation: str = "tanh", seed: int = 0, init: str = "default") -> Any:
+    """`mlp:H1,H2,...` (or `mlp:` / `linear` for no hidden layer) as a float64 Sequential of Linear + activation."""
+    from . import nn
+    from .random import Generator
+
+    spec = spec.strip()
+    if spec == "linear":
+        hidden: list[int] = []
+    elif spec.startswith("mlp:") or spec == "mlp":
+        body = spec[4:]
+        try:
+            hidden = [int(v) for v in body.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--model: expected mlp:H1,H2,... with integer widths, got {spec!r}") from None
+        if any(h < 1 for h in hidden):
+            raise ConfigError(f"--model: layer widths must be >= 1, got {spec!r}")
+    else:
+        raise ConfigError(f"--model: expected 'mlp:H1,H2,...' or 'linear', got {spec!r}")
+    acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+    if activation not in acts:
+        raise ConfigError(f"--activation must be one of {', '.join(acts)}, got {activation!r}")
+    gen = Generator(seed)
+    sizes = [n_in, *hidden, n_out]
+    layers: list[Any] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1], dtype=float64, generator=gen))
+        if i < len(sizes) - 2:
+            layers.append(acts[activation]())
+    model = nn.Sequential(*layers)
+    if init == "zeros":
+        with no_grad():
+            for p in model.parameters():
+                p.zero_()
+    elif init != "default":
+        raise ConfigError(f"--init must be 'default' or 'zeros', got {init!r}")
+    return model
+
+
+def make_loss(name: str) -> Any:
+    from . import functional as F
+
+    if name == "mse":
+        return lambda out, t: F.mse_loss(out, t)
+    if name == "sse":  # the reference example's ½·Σ(y − ŷ)²
+        return lambda out, t: 0.5 * F.mse_loss(out, t, reduction="sum")
+    if name == "cross_entropy":
+        return lambda out, t: F.cross_entropy(out, t)
+    raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, got {name!r}")
+
+
+def make_optimizer(name: str, params: Any, lr: float, momentum: float = 0.9) -> Any:
+    from .optim import SGD, Adam
+
+    if lr <= 0:
+        raise ConfigError(f"--lr must be > 0, got {lr}")
+    if name == "sgd":
+        return SGD(params, lr=lr)
+    if name == "momentum":
+        return SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return Adam(params, lr=lr)
+    raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "One training step of a small network laid open: every node of the graph with its value and gradient, "
+        "every parameter's gradient and update, a finite-difference gradient check, and a warning when hidden "
+        "units start identical."
+    )
+    parser.add_argument("--model", default="mlp:3", help="mlp:H1,H2,... (hidden widths) or linear (default mlp:3)")
+    parser.add_argument("--activation", choices=("tanh", "relu", "sigmoid"), default="tanh")
+    parser.add_argument("--init", choices=("default", "zeros"), default="default", help="zeros shows the symmetry")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weight initialization")
+    parser.add_argument(
+        "--inputs", default="2", help="rows ';', columns ',' (e.g. '2;0.5' or '1,2;3,4') or a CSV file (default 2)"
+    )
+    parser.add_argument("--targets", default="0.5", help="same form as --inputs; class indices for cross_entropy")
+    parser.add_argument("--loss", choices=LOSSES, default="mse", help="mse (mean), sse (½·sum) or cross_entropy")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
+    parser.add_argument("--format", choices=("text", "json", "markdown", "dot"), default="text")
+    parser.add_argument("--graph", metavar="PATH", help="draw the graph: .dot always; .svg/.png need Graphviz")
+    parser.add_argument("--surface", metavar="PATH.png", help="loss surface over two parameter entries with the path")
+    parser.add_argument(
+        "--surface-params",
+        metavar="A,B",
+        help="the two entries, e.g. '0.weight[0,0],2.weight[0,0]' (default: the first entry of the first two "
+        "parameters)",
+    )
+    parser.add_argument("--epochs", type=int, default=50, help="optimizer steps drawn on the surface (default 50)")
+    parser.add_argument("--plot-size", default="800x600", metavar="WxH", help="PNG size in pixels (default 800x600)")
+
+
+def _entry(spec: str, params: dict[str, Any]) -> tuple[str, tuple[int, ...]]:
+    name, _, rest = spec.strip().partition("[")
+    if name not in params:
+        raise ConfigError(f"--surface-params: no parameter {name!r} (parameters: {', '.join(params)})")
+    idx = tuple(int(v) for v in rest.rstrip("]").split(",") if v.strip()) if rest else (0,) * params[name].ndim
+    try:
+        params[name].data[idx]
+    except (IndexError, ValueError):
+        raise ConfigError(f"--surface-params: {spec!r} is not an entry of shape {params[name].shape}") from None
+    if len(idx) != params[name].ndim:
+        raise ConfigError(f"--surface-params: {spec!r} must index one entry of shape {params[name].shape}")
+    return name, idx
+
+
+def explain_surface(model: Any, loss_fn: Any, x: Tensor, t: Tensor, args: argparse.Namespace, path: str) -> None:
+    """Loss over two parameter entries (others fixed at their start values) with the optimizer's path."""
+    from . import viz
+
+    params = dict(model.named_parameters())
+    if args.surface_params:
+        parts = [p for p in args.surface_params.replace("],", "];").split(";")]
+        if len(parts) != 2:
+            raise ConfigError(f"--surface-params: expected two entries like 'a[0,0],b[0]', got {args.surface_params!r}")
+        (na, ia), (nb, ib) = (_entry(p, params) for p in parts)
+    else:
+        names = list(params)
+        if sum(p.data.size for p in params.values()) < 2:
+            raise ConfigError("--surface needs a model with at least two parameter entries")
+        flat = [(n, np.unravel_index(i, params[n].shape)) for n in names for i in range(params[n].data.size)]
+        (na, ia), (nb, ib) = (
+            (flat[0], flat[1]) if len(names) < 2 else (flat[0], (names[1], (0,) * params[names[1]].ndim))
+        )
+    walker = copy.deepcopy(model)
+    wp = dict(walker.named_parameters())
+    opt = make_optimizer(args.optimizer, walker.parameters(), args.lr, args.momentum)
+    pa, pb = [float(wp[na].data[ia])], [float(wp[nb].data[ib])]
+    for _ in range(max(1, args.epochs)):
+        opt.zero_grad()
+        loss_fn(walker(x), t).backward()
+        opt.step()
+        pa.append(float(wp[na].data[ia]))
+        pb.append(float(wp[nb].data[ib]))
+    probe = copy.deepcopy(model)
+    pp = dict(probe.named_parameters())
+
+    def loss_at(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+        out = np.empty(A.shape)
+        with no_grad():
+            for k in np.ndindex(A.shape):
+                pp[na].data[ia] = A[k]
+                pp[nb].data[ib] = B[k]
+                out[k] = loss_fn(probe(x), t).item()
+        return out
+
+    la = f"{na}[{','.join(map(str, ia))}]"
+    lb = f"{nb}[{','.join(map(str, ib))}]"
+    viz.surface(
+        loss_at,
+        pa,
+        pb,
+        path,
+        parse_size(args.plot_size),
+        (la, lb),
+        f"loss over ({la}, {lb}), other parameters at their start; {args.optimizer}, lr = {args.lr:g}",
+        resolution=41,
+    )
+
+
+def run_explain_cli(args: argparse.Namespace) -> int:
+    x = parse_matrix(args.inputs, "inputs")
+    t = parse_matrix(args.targets, "targets", integer=args.loss == "cross_entropy")
+    if len(t) != len(x):
+        raise DataError(f"--inputs has {len(x)} rows but --targets has {len(t)}")
+    n_out = int(t.max()) + 1 if args.loss == "cross_entropy" else t.shape[1]
+    if args.loss == "cross_entropy":
+        n_out = max(n_out, 2)
+    model = build_mlp(args.model, x.shape[1], n_out, args.activation, args.seed, args.init)
+    loss_fn = make_loss(args.loss)
+    xt, tt = Tensor(x), Tensor(t)
+    start = copy.deepcopy(model) if args.surface else None
+    opt = make_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
+    tr = trace(model, xt, tt, loss_fn, opt)
+    sys.stdout.write(render_trace(tr, args.format))
+    if args.graph:
+        write_graph(tr, args.graph)
+        print(f"wrote {args.graph}", file=sys.stderr)
+    if args.surface:
+        explain_surface(start, loss_fn, xt, tt, args, args.surface)
+        print(f"wrote {args.surface}", file=sys.stderr)
+    return 0
