@@ -836,7 +836,10 @@ def _gradcheck(
 
 
 def _symmetry_warnings(model: Any, before: dict[str, np.ndarray], grads: dict[str, np.ndarray | None]) -> list[str]:
-    """Hidden layers (every layer with a 2-D weight but the last) whose units start identical."""
+    """Hidden layers (every layer with a 2-D weight but the last) whose units start identical and get equal gradients.
+
+    Identical incoming weights and biases with different outgoing weights give different gradients: no warning.
+    """
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m._parameters.get("weight"), Tensor)]
     layers = [(n, m) for n, m in layers if m._parameters["weight"].ndim == 2]
     out = []
@@ -853,6 +856,9 @@ def _symmetry_warnings(model: Any, before: dict[str, np.ndarray], grads: dict[st
         diff = 0.0 if gw is None else float(np.max(np.abs(gw - gw[:1])))
         if gb is not None:
             diff = max(diff, float(np.max(np.abs(gb - gb[:1]))))
+        scale = max(float(np.max(np.abs(gw))) if gw is not None else 0.0, 1e-300)
+        if diff > 1e-12 * scale:  # different outgoing weights already break the symmetry
+            continue
         how = "all zero" if not np.any(w) and (b is None or not np.any(b)) else "identical"
         row = "—" if gw is None else _tv_str(gw[0])
         out.append(
