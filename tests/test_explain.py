@@ -488,11 +488,67 @@ def test_explain_cli_formats(tmp_path, capsys) -> None:
     assert "cross_entropy" in out and "| 4.bias |" in out
 
 
-def test_explain_cli_reference_network_matches_example(capsys) -> None:
-    # the reference example through `explain`: mlp:1 without biases is not expressible, so compare the sse loss
+class ReferenceNet(nn.Module):
+    """The reference example as a Module: ŷ = w2·sigmoid(w1·x)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(np.array(0.5))
+        self.w2 = nn.Parameter(np.array(0.3))
+
+    def forward(self, x):
+        return self.w2 * (self.w1 * x).sigmoid()
+
+
+def test_trace_of_the_reference_network_equals_the_example(capsys) -> None:
+    net = ReferenceNet()
+    tr = trace(net, np.array(2.0), np.array(0.5), explain.make_loss("sse"), cr.optim.SGD(net.parameters(), lr=0.01))
+    ex = run_example(ExampleConfig(epochs=1)).step
+    (h,) = [n for n in tr.nodes if n.op == "sigmoid"]
+    z, yp = tr.nodes[h.inputs[0]], next(n for n in tr.nodes if h.id in n.inputs)
+    assert z.op == yp.op == "mul" and {tr.nodes[i].name for i in z.inputs} == {"w1", "input"}
+    assert (float(z.value), float(h.value), float(yp.value)) == pytest.approx((ex.z, ex.h, ex.y_pred), rel=1e-15)
+    assert tr.loss == pytest.approx(ex.loss, rel=1e-15)
+    # upstream gradients at the nodes are the chain rule's partial products
+    assert float(yp.grad) == pytest.approx(ex.dL_dy_pred, rel=1e-14)
+    assert float(h.grad) == pytest.approx(ex.dL_dy_pred * ex.dy_pred_dh, rel=1e-14)
+    assert float(z.grad) == pytest.approx(ex.dL_dy_pred * ex.dy_pred_dh * ex.dh_dz, rel=1e-14)
+    p = {q.name: q for q in tr.params}
+    assert float(p["w1"].grad) == pytest.approx(ex.dL_dw1, rel=1e-14)
+    assert float(p["w2"].grad) == pytest.approx(ex.dL_dw2, rel=1e-14)
+    assert float(p["w1"].new_value) == pytest.approx(ex.w1_new, rel=1e-15)
+    assert float(p["w2"].new_value) == pytest.approx(ex.w2_new, rel=1e-15)
+    assert tr.gradcheck["passed"] and tr.optimizer["formula"] == "update = −lr·grad"
+
+
+def test_explain_cli_reference_loss(capsys) -> None:
     rc, out = explain_cli(["--model", "linear", "--inputs", "2", "--targets", "0.5", "--loss", "sse"], capsys)
-    doc_free = out
-    assert rc == 0 and "Gradient check: passed" in doc_free
+    assert rc == 0 and "Gradient check: passed" in out and "0.weight" in out
+
+
+def test_graph_drawing_needs_graphviz(tmp_path, monkeypatch) -> None:
+    import sys
+
+    import graphviz
+
+    from chainrule.errors import ConfigError
+
+    m, _ = mlp_pair("tanh", (1, 2, 1))
+    tr = trace(m, np.ones((1, 1)), np.ones((1, 1)), nn.MSELoss())
+
+    def missing(*a, **k):
+        raise graphviz.ExecutableNotFound(["dot"])
+
+    monkeypatch.setattr(graphviz.Source, "pipe", missing)
+    with pytest.raises(ConfigError, match="'dot' program is not installed"):
+        explain.write_graph(tr, str(tmp_path / "g.svg"))
+    monkeypatch.setitem(sys.modules, "graphviz", None)
+    with pytest.raises(ConfigError, match="pip install graphviz"):
+        explain.write_graph(tr, str(tmp_path / "g.png"))
+    with pytest.raises(ConfigError, match=".dot, .svg or .png"):
+        explain.write_graph(tr, str(tmp_path / "g.pdf"))
+    explain.write_graph(tr, str(tmp_path / "g.dot"))  # DOT text needs nothing
+    check_dot((tmp_path / "g.dot").read_text(), tr)
 
 
 def test_explain_cli_errors() -> None:
