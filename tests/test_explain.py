@@ -170,6 +170,16 @@ def test_reference_figures_and_stop(capsys) -> None:
     assert "stopped: epoch budget reached (3 epochs)" in out
 
 
+def test_stop_reasons(capsys) -> None:
+    r = run_example(ExampleConfig(lr=30, activation="tanh"))
+    assert r.stop_reason == "loss_increased" and r.trajectory[-1][0] == 1
+    r = run_example(ExampleConfig(w1=-1, activation="relu"))
+    assert r.stop_reason == "converged" and "relu unit is inactive" in r.stop_message
+    assert r.step.dh_dz == 0 and r.step.dL_dw1 == 0
+    doc = json.loads(explain.render_example(r, "json"))
+    jsonschema.validate(doc, SCHEMA)
+
+
 def test_json_validates_and_matches_torch(capsys) -> None:
     rc, out = example_cli(["--format", "json", "--activation", "tanh", "--epochs", "50"], capsys)
     assert rc == 0

@@ -197,7 +197,7 @@ class ExampleResult:
     config: ExampleConfig
     step: StepFigures
     trajectory: list[tuple[int, float, float, float]]  # (epoch, w1, w2, loss at those weights), every epoch
-    stop_reason: str  # "converged", "epoch_budget" or "diverged"
+    stop_reason: str  # "converged", "epoch_budget", "loss_increased" or "diverged"
     stop_message: str
 
     def shown_rows(self, head: int = 5, tail: int = 3, between: int = 4) -> list[tuple[int, float, float, float]]:
@@ -213,8 +213,8 @@ def run_example(cfg: ExampleConfig | None = None) -> ExampleResult:
     """The reference example: one explained step, then gradient descent until `tol` or `epochs`.
 
     Trajectory row k holds the weights after k updates and the loss at those weights (row 0: the start).
-    Stops when the loss improves by less than `tol` from one epoch to the next, when it becomes
-    non-finite, or after `epochs` updates.
+    Stops when the loss improves by less than `tol` from one epoch to the next ("converged"), when it rises
+    ("loss_increased") or becomes non-finite ("diverged"), or after `epochs` updates ("epoch_budget").
     """
     cfg = cfg or ExampleConfig()
     cfg.validate()
@@ -229,12 +229,23 @@ def run_example(cfg: ExampleConfig | None = None) -> ExampleResult:
             reason, message = "diverged", f"the loss became {s.loss} at epoch {epoch}"
             break
         improvement = traj[-2][3] - s.loss
+        if improvement < 0:
+            reason = "loss_increased"
+            message = (
+                f"the loss rose by {fmt(-improvement)} from epoch {epoch - 1} to epoch {epoch} "
+                f"(the learning rate η = {fmt(cfg.lr)} may be too large)"
+            )
+            break
         if improvement < cfg.tol:
             reason = "converged"
             message = (
                 f"converged at epoch {epoch}: the loss improved by {fmt(improvement)} "
                 f"(< tol = {fmt(cfg.tol)}) from epoch {epoch - 1}"
             )
+            if s.dL_dw1 == 0 and s.dL_dw2 == 0:
+                message += " (both gradients are exactly 0" + (
+                    ": the relu unit is inactive, z ≤ 0)" if cfg.activation == "relu" and s.z <= 0 else ")"
+                )
             break
         w1, w2 = s.w1_new, s.w2_new
     return ExampleResult(cfg, first, traj, reason, message)
