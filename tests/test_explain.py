@@ -615,3 +615,56 @@ def test_explain_surface_picture(tmp_path, capsys) -> None:
     rc, _ = explain_cli(argv, capsys)
     assert rc == 0
     _png_ok(s, (500, 400))
+
+
+class ElmanRNN(nn.Module):
+    """A recurrent net from Linear layers: h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), output Linear(h_T)."""
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, gen) -> None:
+        super().__init__()
+        self.ih = nn.Linear(n_in, n_hidden, dtype=cr.float64, generator=gen)
+        self.hh = nn.Linear(n_hidden, n_hidden, dtype=cr.float64, generator=gen)
+        self.out = nn.Linear(n_hidden, n_out, dtype=cr.float64, generator=gen)
+        self.n_hidden = n_hidden
+
+    def forward(self, x):  # x: (batch, time, n_in)
+        h = cr.zeros(x.shape[0], self.n_hidden, dtype=cr.float64)
+        for t in range(x.shape[1]):
+            h = (self.ih(x[:, t]) + self.hh(h)).tanh()
+        return self.out(h)
+
+
+def test_trace_recurrent_net_matches_torch_rnn() -> None:
+    m = ElmanRNN(2, 3, 1, cr.Generator(5))
+    rnn = torch.nn.RNN(2, 3, batch_first=True, dtype=torch.float64)
+    head = torch.nn.Linear(3, 1, dtype=torch.float64)
+    with torch.no_grad():
+        for tname, cname in [("weight_ih_l0", "ih.weight"), ("bias_ih_l0", "ih.bias"), ("weight_hh_l0", "hh.weight")]:
+            getattr(rnn, tname).copy_(torch.from_numpy(m.state_dict()[cname]))
+        rnn.bias_hh_l0.copy_(torch.from_numpy(m.state_dict()["hh.bias"]))
+        head.weight.copy_(torch.from_numpy(m.state_dict()["out.weight"]))
+        head.bias.copy_(torch.from_numpy(m.state_dict()["out.bias"]))
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 1))
+    tr = trace(m, x, y, nn.MSELoss(), cr.optim.SGD(m.parameters(), lr=0.1))
+    out, _ = rnn(torch.from_numpy(x))
+    loss = torch.nn.functional.mse_loss(head(out[:, -1]), torch.from_numpy(y))
+    loss.backward()
+    tg = {
+        "ih.weight": rnn.weight_ih_l0.grad,
+        "ih.bias": rnn.bias_ih_l0.grad,
+        "hh.weight": rnn.weight_hh_l0.grad,
+        "hh.bias": rnn.bias_hh_l0.grad,
+        "out.weight": head.weight.grad,
+        "out.bias": head.bias.grad,
+    }
+    assert tr.loss == pytest.approx(loss.item(), rel=1e-12)
+    for p in tr.params:
+        np.testing.assert_allclose(p.grad, tg[p.name].numpy(), rtol=1e-10, atol=1e-14)
+    # the shared recurrent weight feeds one linear node per time step; its gradient is the sum over them
+    hh = next(n for n in tr.nodes if n.name == "hh.weight")
+    users = [n for n in tr.nodes if hh.id in n.inputs]
+    assert len(users) == 4
+    total = sum(u.input_grads[u.inputs.index(hh.id)] for u in users)
+    np.testing.assert_allclose(total, hh.grad, rtol=1e-12, atol=1e-15)
+    assert tr.gradcheck["passed"] and tr.optimizer["verified"]

@@ -840,30 +840,33 @@ def _gradcheck(
     return {
         "method": f"central differences in float64, eps = {eps:g}, rtol = {rtol:g}, atol = {atol:g}",
         "passed": bool(passed),
-        "max_abs_error": max_abs,
-        "max_rel_error": max_rel,
+        "max_abs_error": float(max_abs),
+        "max_rel_error": float(max_rel),
         "elements_checked": n,
     }
 
 
 def _symmetry_warnings(model: Any, before: dict[str, np.ndarray], grads: dict[str, np.ndarray | None]) -> list[str]:
-    """Hidden layers (every layer with a 2-D weight but the last) whose units start identical and get equal gradients.
+    """Hidden layers (every layer with a weight of 2+ dims but the last) whose units start identical and get equal
+    gradients (units: rows of a Linear weight, output channels of a convolution).
 
     Identical incoming weights and biases with different outgoing weights give different gradients: no warning.
     """
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m._parameters.get("weight"), Tensor)]
-    layers = [(n, m) for n, m in layers if m._parameters["weight"].ndim == 2]
+    layers = [(n, m) for n, m in layers if m._parameters["weight"].ndim >= 2]  # Linear, ConvNd: rows = units
     out = []
     for name, m in layers[:-1]:
         wkey = f"{name}.weight" if name else "weight"
         bkey = f"{name}.bias" if name else "bias"
         w = before.get(wkey)
+        w = None if w is None else w.reshape(w.shape[0], -1)
         if w is None or w.shape[0] < 2 or not np.all(w == w[:1]):
             continue
         b = before.get(bkey)
         if b is not None and not np.all(b == b[:1]):
             continue
         gw, gb = grads.get(wkey), grads.get(bkey)
+        gw = None if gw is None else gw.reshape(gw.shape[0], -1)
         diff = 0.0 if gw is None else float(np.max(np.abs(gw - gw[:1])))
         if gb is not None:
             diff = max(diff, float(np.max(np.abs(gb - gb[:1]))))
