@@ -1384,7 +1384,7 @@ def explain_surface(model: Any, loss_fn: Any, x: Tensor, t: Tensor, args: argpar
         path,
         parse_size(args.plot_size),
         (la, lb),
-        f"loss over ({la}, {lb}), other parameters at their start; {args.optimizer}, lr = {args.lr:g}",
+        f"loss over ({la}, {lb})\nother parameters fixed at their start; path: {args.optimizer}, lr = {args.lr:g}",
         resolution=41,
     )
 

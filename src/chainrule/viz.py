@@ -71,7 +71,7 @@ def surface(
     ax.plot(path_a[-1], path_b[-1], "*", color="red", markersize=14, markeredgecolor="k", label="end")
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     _save(fig, out)
