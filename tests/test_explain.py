@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from chainrule import explain
+from chainrule import explain, tracing
 from chainrule.explain import CrossCheckError, ExampleConfig, run_example
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,14 +365,14 @@ def test_trace_float32_model_and_wrong_formula_detected(monkeypatch) -> None:
     tr = trace(m, x.astype(np.float32), y.astype(np.float32), nn.MSELoss(), cr.optim.SGD(m.parameters(), lr=0.1))
     assert tr.dtype == "float32" and tr.gradcheck["passed"], tr.gradcheck
 
-    real = explain._optimizer_terms
+    real = tracing._optimizer_terms
 
     def wrong(*a, **k):
         terms, f, h = real(*a, **k)
         terms["update"] = terms["update"] * 1.01
         return terms, f, h
 
-    monkeypatch.setattr(explain, "_optimizer_terms", wrong)
+    monkeypatch.setattr(tracing, "_optimizer_terms", wrong)
     with pytest.raises(CrossCheckError, match="differs from the actual step"):
         trace(m, x.astype(np.float32), y.astype(np.float32), nn.MSELoss(), cr.optim.SGD(m.parameters(), lr=0.1))
 
