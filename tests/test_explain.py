@@ -358,6 +358,25 @@ def test_trace_node_input_grads_sum_to_parent_grads() -> None:
     np.testing.assert_array_equal(tr.params[0].update, 0)
 
 
+def test_trace_unknown_optimizer_is_measured_not_verified() -> None:
+    class HalfStep(cr.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {"lr": 0.2})
+
+        def step(self):
+            for g in self.param_groups:
+                for p in g["params"]:
+                    p.data -= 0.5 * g["lr"] * p.grad.data
+
+    m, _ = mlp_pair("tanh", (2, 2, 1))
+    x, y = _data(3, 2, 1)
+    tr = trace(m, x, y, nn.MSELoss(), HalfStep(m.parameters()))
+    assert tr.optimizer["verified"] is False and "measured" in tr.optimizer["formula"]
+    for p in tr.params:
+        np.testing.assert_allclose(p.update, -0.1 * p.grad, rtol=1e-12, atol=1e-16)
+    assert "measured step" in tr.to_text()
+
+
 def test_trace_float32_model_and_wrong_formula_detected(monkeypatch) -> None:
     gen = cr.Generator(3)
     m = nn.Sequential(nn.Linear(2, 3, generator=gen), nn.ReLU(), nn.Linear(3, 1, generator=gen))

@@ -432,7 +432,7 @@ def trace(
                 tm, formula, hyper = _optimizer_terms(optimizer, p, before[name], grads[name], state)
                 terms[name] = (tm, formula)
         optimizer.step()
-        verified = True
+        verified = bool(terms) and all("update" in tm for tm, _ in terms.values())
         for name, p in pnames.items():
             tm = terms.get(name, ({}, ""))[0]
             if "update" not in tm:
@@ -450,7 +450,7 @@ def trace(
             "name": type(optimizer).__name__,
             "formula": formula,
             "hyperparameters": hyper,
-            "verified": verified and bool(terms),
+            "verified": verified,
         }
     params = []
     for name, p in pnames.items():
@@ -530,7 +530,11 @@ def trace_text(tr: Trace) -> str:
         o = tr.optimizer
         hp = ", ".join(f"{k}={v}" for k, v in o["hyperparameters"].items())
         L += ["", f"Optimizer {o['name']} ({hp}): {o['formula']}"]
-        L.append("  the formula's update equals the optimizer's actual step" if o["verified"] else "  (not verified)")
+        L.append(
+            "  the formula's update equals the optimizer's actual step"
+            if o["verified"]
+            else "  no formula known for this optimizer: the update shown is the measured step"
+        )
     else:
         L += ["", "No optimizer: parameters not updated"]
     g = tr.gradcheck
@@ -564,7 +568,8 @@ def trace_markdown(tr: Trace) -> str:
         md_row([p.name, _tv_str(p.value), _tv_str(p.grad), _tv_str(p.update), _tv_str(p.new_value)]) for p in tr.params
     ]
     if tr.optimizer:
-        L += ["", f"Optimizer **{tr.optimizer['name']}**: {tr.optimizer['formula']} (verified against the step)."]
+        how = "verified against the step" if tr.optimizer["verified"] else "measured"
+        L += ["", f"Optimizer **{tr.optimizer['name']}**: {tr.optimizer['formula']} ({how})."]
     g = tr.gradcheck
     L += [
         "",
