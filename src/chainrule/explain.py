@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -372,6 +373,11 @@ def _tex(v: float) -> str:
     return f"({s})" if v < 0 else s
 
 
+def _bare_results(text: str) -> str:
+    """Drop the parentheses of negative numbers that end an equation (`= (-0.2)` → `= -0.2`); factors keep them."""
+    return re.sub(r"= \((-[^()]*)\)(?! \\cdot)", r"= \1", text)
+
+
 def _trajectory_rows(r: ExampleResult) -> list[tuple[str, str, str, str]]:
     return [(str(e), fmt(w1), fmt(w2), fmt(lo)) for e, w1, w2, lo in r.shown_rows()]
 
@@ -444,7 +450,7 @@ def example_markdown(r: ExampleResult) -> str:
     ]
     L += [f"| {e} | {w1} | {w2} | {lo} |" for e, w1, w2, lo in _trajectory_rows(r)]
     L += ["", f"Stopped: {r.stop_message}.", ""]
-    return "\n".join(L)
+    return _bare_results("\n".join(L))
 
 
 def example_latex(r: ExampleResult) -> str:
@@ -502,7 +508,7 @@ def example_latex(r: ExampleResult) -> str:
     ]
     L += [f"{e} & {w1} & {w2} & {lo} \\\\" for e, w1, w2, lo in _trajectory_rows(r)]
     L += [r"\end{tabular}", "", f"Stopped: {r.stop_message}.", ""]
-    return "\n".join(L)
+    return _bare_results("\n".join(L))
 
 
 def render_example(r: ExampleResult, format: str = "text") -> str:
