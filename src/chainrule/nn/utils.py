@@ -66,9 +66,10 @@ def clip_grads_with_norm_(
     total = total_norm.data if isinstance(total_norm, Tensor) else np.asarray(total_norm)
     coef = float(max_norm) / (total[()] + 1e-6)  # in the norm's dtype, as torch computes it
     if not coef >= 1.0:  # coef < 1 or NaN; multiplying by min(coef, 1) = 1 would change nothing
-        for g in grads:
-            g.data *= coef
-            g._version += 1
+        with np.errstate(invalid="ignore", over="ignore"):  # inf * 0 gives NaN silently, as in torch
+            for g in grads:
+                g.data *= coef
+                g._version += 1
 
 
 def clip_grad_norm_(
