@@ -232,6 +232,9 @@ ROUND_TRIP = [
 ]
 
 
+ROUND_TRIP_KWARGS = {name: kw for name, kw in ROUND_TRIP}
+
+
 @pytest.mark.parametrize("name,kwargs", ROUND_TRIP)
 def test_state_dict_round_trip_continues_identically(name, kwargs):
     x, y = _data("mse")
@@ -377,3 +380,24 @@ def test_exports_and_repr():
         assert name in optim.__all__ and hasattr(optim, name)
     text = repr(optim.AdamW([cr.tensor([1.0], requires_grad=True)]))
     assert text.startswith("AdamW (") and "Parameter Group 0" in text and "weight_decay: 0.01" in text
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_large_and_fortran_ordered_params_match_torch(name, order):
+    """Parameters bigger than one cache-sized piece (updated piece by piece), and non-C-contiguous ones."""
+    kwargs = dict(ROUND_TRIP_KWARGS[name], maximize=True)
+    rng = np.random.default_rng(5)
+    w0 = rng.normal(size=(301, 347))
+    cp = cr.tensor(w0, requires_grad=True)
+    cp.data = np.asarray(w0, order=order)
+    tp = torch.tensor(w0, requires_grad=True)
+    copt, topt = getattr(optim, name)([cp], **kwargs), getattr(torch.optim, name)([tp], **kwargs)
+    for _ in range(5):
+        g = np.cos(3 * cp.data) - 0.1 * cp.data
+        cp.grad = cr.Tensor(np.asarray(g, order=order))
+        tp.grad = torch.tensor(np.ascontiguousarray(g))
+        copt.step()
+        topt.step()
+        assert cp.data.flags.f_contiguous == (order == "F")
+    np.testing.assert_allclose(cp.data, tp.detach().numpy(), rtol=1e-10, atol=1e-10)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, effective_grad
 
 
 class Adagrad(Optimizer):
@@ -48,13 +48,20 @@ class Adagrad(Optimizer):
                 s["step"] = 0
                 s["sum"] = np.full_like(p.data, float(group["initial_accumulator_value"]))
             s["step"] += 1
-            g = self._grad(p, maximize, wd)
             clr = lr / (1 + (s["step"] - 1) * lr_decay)
-            tmp = np.multiply(g, g, out=self._scratch(p, 1))
-            s["sum"] += tmp
-            std = np.sqrt(s["sum"], out=tmp)
-            std += eps
-            np.divide(g, std, out=tmp)
-            tmp *= clr
-            p.data -= tmp
+            self._run(_adagrad, [p.data, p.grad.data, s["sum"]], 2, clr, eps, wd, maximize)
             p._version += 1
+
+
+def _adagrad(
+    arrays: list[np.ndarray], scratch: list[np.ndarray], clr: float, eps: float, wd: float, maximize: bool
+) -> None:
+    p, grad, acc = arrays
+    g = effective_grad(p, grad, scratch[0], maximize, wd)
+    tmp = np.multiply(g, g, out=scratch[1])
+    acc += tmp
+    std = np.sqrt(acc, out=tmp)
+    std += eps
+    np.divide(g, std, out=tmp)
+    tmp *= clr
+    p -= tmp

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, effective_grad, lerp_, square_avg_
 
 
 class Adam(Optimizer):
@@ -59,29 +59,45 @@ class Adam(Optimizer):
                     s["max_exp_avg_sq"] = np.zeros_like(p.data)
             s["step"] += 1
             t = s["step"]
-            if wd and decoupled:
-                p.data *= 1 - lr * wd
-                g = self._grad(p, maximize, 0.0)
-            else:
-                g = self._grad(p, maximize, wd)
-            m, v, tmp = s["exp_avg"], s["exp_avg_sq"], self._scratch(p, 1)
-            self._lerp_(m, g, 1 - b1, tmp)
-            v *= b2
-            np.multiply(g, 1 - b2, out=tmp)
-            tmp *= g
-            v += tmp
-            if amsgrad:
-                np.maximum(s["max_exp_avg_sq"], v, out=s["max_exp_avg_sq"])
-                v = s["max_exp_avg_sq"]
             step_size = lr / (1 - b1**t)
             bias_correction2_sqrt = (1 - b2**t) ** 0.5
-            denom = np.sqrt(v, out=tmp)
-            denom /= bias_correction2_sqrt
-            denom += eps
-            np.divide(m, denom, out=tmp)
-            tmp *= step_size
-            p.data -= tmp
+            arrays = [p.data, p.grad.data, s["exp_avg"], s["exp_avg_sq"]]
+            if amsgrad:
+                arrays.append(s.setdefault("max_exp_avg_sq", s["exp_avg_sq"].copy()))
+            decay = 1 - lr * wd if wd and decoupled else None
+            l2 = 0.0 if decoupled else wd
+            self._run(_adam, arrays, 2, b1, b2, eps, l2, decay, maximize, step_size, bias_correction2_sqrt)
             p._version += 1
+
+
+def _adam(
+    arrays: list[np.ndarray],
+    scratch: list[np.ndarray],
+    b1: float,
+    b2: float,
+    eps: float,
+    l2: float,
+    decay: float | None,
+    maximize: bool,
+    step_size: float,
+    bias_correction2_sqrt: float,
+) -> None:
+    p, grad, m, v = arrays[:4]
+    tmp = scratch[1]
+    if decay is not None:
+        p *= decay
+    g = effective_grad(p, grad, scratch[0], maximize, l2)
+    lerp_(m, g, 1 - b1, tmp)
+    square_avg_(v, g, b2, tmp)
+    if len(arrays) == 5:  # amsgrad
+        np.maximum(arrays[4], v, out=arrays[4])
+        v = arrays[4]
+    denom = np.sqrt(v, out=tmp)
+    denom /= bias_correction2_sqrt
+    denom += eps
+    np.divide(m, denom, out=tmp)
+    tmp *= step_size
+    p -= tmp
 
 
 class AdamW(Adam):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, effective_grad, lerp_
 
 
 class Adamax(Optimizer):
@@ -41,15 +41,30 @@ class Adamax(Optimizer):
                 s["exp_avg"] = np.zeros_like(p.data)
                 s["exp_inf"] = np.zeros_like(p.data)
             s["step"] += 1
-            g = self._grad(p, maximize, wd)
-            m, u, tmp = s["exp_avg"], s["exp_inf"], self._scratch(p, 1)
-            self._lerp_(m, g, 1 - b1, tmp)
-            u *= b2
-            np.abs(g, out=tmp)
-            tmp += eps
-            np.maximum(u, tmp, out=u)
             clr = lr / (1 - b1 ** s["step"])
-            np.divide(m, u, out=tmp)
-            tmp *= clr
-            p.data -= tmp
+            arrays = [p.data, p.grad.data, s["exp_avg"], s["exp_inf"]]
+            self._run(_adamax, arrays, 2, b1, b2, eps, wd, maximize, clr)
             p._version += 1
+
+
+def _adamax(
+    arrays: list[np.ndarray],
+    scratch: list[np.ndarray],
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    maximize: bool,
+    clr: float,
+) -> None:
+    p, grad, m, u = arrays
+    tmp = scratch[1]
+    g = effective_grad(p, grad, scratch[0], maximize, wd)
+    lerp_(m, g, 1 - b1, tmp)
+    u *= b2
+    np.abs(g, out=tmp)
+    tmp += eps
+    np.maximum(u, tmp, out=u)
+    np.divide(m, u, out=tmp)
+    tmp *= clr
+    p -= tmp

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, effective_grad, lerp_, square_avg_
 
 
 class NAdam(Optimizer):
@@ -58,30 +58,45 @@ class NAdam(Optimizer):
             s["step"] += 1
             t = s["step"]
             bias_correction2 = 1 - b2**t
-            if wd and decoupled:
-                p.data *= 1 - lr * wd
-                g = self._grad(p, maximize, 0.0)
-            else:
-                g = self._grad(p, maximize, wd)
             mu = b1 * (1.0 - 0.5 * (0.96 ** (t * md)))
             mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * md)))
             s["mu_product"] *= mu
             mu_product = s["mu_product"]
-            mu_product_next = mu_product * mu_next
-            m, v = s["exp_avg"], s["exp_avg_sq"]
-            denom, tmp = self._scratch(p, 1), self._scratch(p, 2)
-            self._lerp_(m, g, 1 - b1, tmp)
-            v *= b2
-            np.multiply(g, 1 - b2, out=tmp)
-            tmp *= g
-            v += tmp
-            np.divide(v, bias_correction2, out=denom)
-            np.sqrt(denom, out=denom)
-            denom += eps
-            np.divide(g, denom, out=tmp)
-            tmp *= lr * (1.0 - mu) / (1.0 - mu_product)
-            p.data -= tmp
-            np.divide(m, denom, out=tmp)
-            tmp *= lr * mu_next / (1.0 - mu_product_next)
-            p.data -= tmp
+            c_grad = lr * (1.0 - mu) / (1.0 - mu_product)
+            c_avg = lr * mu_next / (1.0 - mu_product * mu_next)
+            decay = 1 - lr * wd if wd and decoupled else None
+            l2 = 0.0 if decoupled else wd
+            arrays = [p.data, p.grad.data, s["exp_avg"], s["exp_avg_sq"]]
+            self._run(_nadam, arrays, 3, b1, b2, eps, l2, decay, maximize, bias_correction2, c_grad, c_avg)
             p._version += 1
+
+
+def _nadam(
+    arrays: list[np.ndarray],
+    scratch: list[np.ndarray],
+    b1: float,
+    b2: float,
+    eps: float,
+    l2: float,
+    decay: float | None,
+    maximize: bool,
+    bias_correction2: float,
+    c_grad: float,
+    c_avg: float,
+) -> None:
+    p, grad, m, v = arrays
+    denom, tmp = scratch[1], scratch[2]
+    if decay is not None:
+        p *= decay
+    g = effective_grad(p, grad, scratch[0], maximize, l2)
+    lerp_(m, g, 1 - b1, tmp)
+    square_avg_(v, g, b2, tmp)
+    np.divide(v, bias_correction2, out=denom)
+    np.sqrt(denom, out=denom)
+    denom += eps
+    np.divide(g, denom, out=tmp)
+    tmp *= c_grad
+    p -= tmp
+    np.divide(m, denom, out=tmp)
+    tmp *= c_avg
+    p -= tmp

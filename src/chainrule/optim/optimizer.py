@@ -15,6 +15,37 @@ import numpy as np
 
 from ..tensor import Tensor, enable_grad
 
+_CHUNK_BYTES = 1 << 18
+
+
+def effective_grad(p: np.ndarray, grad: np.ndarray, out: np.ndarray, maximize: bool, wd: float) -> np.ndarray:
+    """The gradient to follow: ±grad (+ wd·p, L2 weight decay), written to `out` unless it is grad itself."""
+    if wd:
+        np.multiply(p, wd, out=out)
+        return np.subtract(out, grad, out=out) if maximize else np.add(out, grad, out=out)
+    if maximize:
+        return np.negative(grad, out=out)
+    return grad
+
+
+def lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -> None:
+    """start <- start + weight·(end - start), evaluated as torch's lerp_ does."""
+    np.subtract(end, start, out=tmp)
+    if abs(weight) < 0.5:
+        tmp *= weight
+        start += tmp
+    else:
+        tmp *= 1.0 - weight
+        np.subtract(end, tmp, out=start)
+
+
+def square_avg_(v: np.ndarray, g: np.ndarray, beta: float, tmp: np.ndarray) -> None:
+    """v <- beta·v + (1 - beta)·g², as torch's v.mul_(beta).addcmul_(g, g, value=1 - beta)."""
+    v *= beta
+    np.multiply(g, 1 - beta, out=tmp)
+    tmp *= g
+    v += tmp
+
 
 class Optimizer:
     """Holds parameter groups (dicts with "params" and per-group options) and per-parameter state.
@@ -37,7 +68,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state: dict[Tensor, dict[str, Any]] = {}
         self.param_groups: list[dict[str, Any]] = []
-        self._pool: dict[tuple, list[np.ndarray]] = {}
+        self._pool: dict[str, list[np.ndarray]] = {}  # scratch arrays by dtype
         params = list(params)
         if not params:
             raise ValueError(f"{name} got an empty parameter list")
@@ -127,36 +158,35 @@ class Optimizer:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def _scratch(self, p: Tensor, k: int) -> np.ndarray:
-        """The k-th scratch array of p's shape and dtype (shared by same-shaped parameters)."""
-        key = (p.data.shape, p.data.dtype.str)
-        bufs = self._pool.get(key)
-        if bufs is None:
-            bufs = self._pool[key] = []
-        while len(bufs) <= k:
-            bufs.append(np.empty_like(p.data))
-        return bufs[k]
+    def _run(self, kernel: Callable[..., None], arrays: list[np.ndarray], nscratch: int, *args: Any) -> None:
+        """kernel(arrays, scratch, *args) over cache-sized pieces of the (flattened) arrays.
 
-    def _grad(self, p: Tensor, maximize: bool, weight_decay: float) -> np.ndarray:
-        """The gradient to follow: ±grad (+ weight_decay * p for L2 decay), in scratch 0 when not grad itself."""
-        g = p.grad.data
-        if weight_decay:
-            out = np.multiply(p.data, weight_decay, out=self._scratch(p, 0))
-            return np.subtract(out, g, out=out) if maximize else np.add(out, g, out=out)
-        if maximize:
-            return np.negative(g, out=self._scratch(p, 0))
-        return g
+        An update is a dozen elementwise passes; running them on ~256 KiB pieces keeps the data in
+        cache between passes (about twice as fast as whole-array passes for large parameters).
+        """
+        first = arrays[0]
+        if all(a.flags.c_contiguous and a.shape == first.shape for a in arrays):
+            flat = [a.reshape(-1) for a in arrays]
+            n = first.size
+            size = max(1024, _CHUNK_BYTES // first.itemsize)
+            bufs = self._flat_scratch(first.dtype, min(n, size), nscratch)
+            if n <= size:
+                kernel(flat, [b[:n] for b in bufs], *args)
+                return
+            for s in range(0, n, size):
+                e = min(s + size, n)
+                kernel([a[s:e] for a in flat], [b[: e - s] for b in bufs], *args)
+        else:  # unusual memory layouts: whole arrays
+            kernel(arrays, [np.empty_like(first) for _ in range(nscratch)], *args)
 
-    @staticmethod
-    def _lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -> None:
-        """start <- start + weight * (end - start), evaluated as torch's lerp_ does."""
-        np.subtract(end, start, out=tmp)
-        if abs(weight) < 0.5:
-            tmp *= weight
-            start += tmp
-        else:
-            tmp *= 1.0 - weight
-            np.subtract(end, tmp, out=start)
+    def _flat_scratch(self, dtype: np.dtype, n: int, k: int) -> list[np.ndarray]:
+        bufs = self._pool.setdefault(dtype.str, [])
+        for i in range(k):
+            if i == len(bufs):
+                bufs.append(np.empty(n, dtype))
+            elif bufs[i].size < n:
+                bufs[i] = np.empty(n, dtype)
+        return bufs[:k]
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:

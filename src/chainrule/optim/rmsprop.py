@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, effective_grad, lerp_, square_avg_
 
 
 class RMSprop(Optimizer):
@@ -55,28 +55,44 @@ class RMSprop(Optimizer):
                 if centered:
                     s["grad_avg"] = np.zeros_like(p.data)
             s["step"] += 1
-            g = self._grad(p, maximize, wd)
-            v, tmp = s["square_avg"], self._scratch(p, 1)
-            v *= alpha
-            np.multiply(g, 1 - alpha, out=tmp)
-            tmp *= g
-            v += tmp
-            if centered:
-                ga = s["grad_avg"]
-                self._lerp_(ga, g, 1 - alpha, tmp)
-                np.multiply(ga, ga, out=tmp)
-                np.subtract(v, tmp, out=tmp)
-                avg = np.sqrt(tmp, out=tmp)
-            else:
-                avg = np.sqrt(v, out=tmp)
-            avg += eps
-            np.divide(g, avg, out=tmp)
-            if mom > 0:
-                buf = s.setdefault("momentum_buffer", np.zeros_like(p.data))
-                buf *= mom
-                buf += tmp
-                np.multiply(buf, lr, out=tmp)
-            else:
-                tmp *= lr
-            p.data -= tmp
+            arrays = [p.data, p.grad.data, s["square_avg"]]
+            arrays.append(s.setdefault("momentum_buffer", np.zeros_like(p.data)) if mom > 0 else None)
+            arrays.append(s.setdefault("grad_avg", np.zeros_like(p.data)) if centered else None)
+            self._run(_rmsprop, [a for a in arrays if a is not None], 2, lr, alpha, eps, wd, mom, centered, maximize)
             p._version += 1
+
+
+def _rmsprop(
+    arrays: list[np.ndarray],
+    scratch: list[np.ndarray],
+    lr: float,
+    alpha: float,
+    eps: float,
+    wd: float,
+    mom: float,
+    centered: bool,
+    maximize: bool,
+) -> None:
+    p, grad, v = arrays[:3]
+    rest = arrays[3:]
+    buf = rest.pop(0) if mom > 0 else None
+    tmp = scratch[1]
+    g = effective_grad(p, grad, scratch[0], maximize, wd)
+    square_avg_(v, g, alpha, tmp)
+    if centered:
+        ga = rest[0]
+        lerp_(ga, g, 1 - alpha, tmp)
+        np.multiply(ga, ga, out=tmp)
+        np.subtract(v, tmp, out=tmp)
+        avg = np.sqrt(tmp, out=tmp)
+    else:
+        avg = np.sqrt(v, out=tmp)
+    avg += eps
+    np.divide(g, avg, out=tmp)
+    if buf is not None:
+        buf *= mom
+        buf += tmp
+        np.multiply(buf, lr, out=tmp)
+    else:
+        tmp *= lr
+    p -= tmp

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, effective_grad
 
 
 class SGD(Optimizer):
@@ -52,21 +52,45 @@ class SGD(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            g = self._grad(p, maximize, wd)
             if mom:
                 state = self.state.setdefault(p, {})
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype, copy=True)
-                else:
-                    buf *= mom
-                    if damp:
-                        buf += np.multiply(g, 1 - damp, out=self._scratch(p, 1))
-                    else:
-                        buf += g
-                if nesterov:
-                    g = np.add(g, np.multiply(buf, mom, out=self._scratch(p, 1)), out=self._scratch(p, 1))
-                else:
-                    g = buf
-            p.data -= np.multiply(g, lr, out=self._scratch(p, 1))
+                first = state.get("momentum_buffer") is None
+                if first:
+                    state["momentum_buffer"] = np.empty_like(p.data)
+                arrays = [p.data, p.grad.data, state["momentum_buffer"]]
+                self._run(_sgd_momentum, arrays, 2, lr, mom, damp, wd, nesterov, maximize, first)
+            else:
+                self._run(_sgd, [p.data, p.grad.data], 2, lr, wd, maximize)
             p._version += 1
+
+
+def _sgd(arrays: list[np.ndarray], scratch: list[np.ndarray], lr: float, wd: float, maximize: bool) -> None:
+    p, grad = arrays
+    g = effective_grad(p, grad, scratch[0], maximize, wd)
+    p -= np.multiply(g, lr, out=scratch[1])
+
+
+def _sgd_momentum(
+    arrays: list[np.ndarray],
+    scratch: list[np.ndarray],
+    lr: float,
+    mom: float,
+    damp: float,
+    wd: float,
+    nesterov: bool,
+    maximize: bool,
+    first: bool,
+) -> None:
+    p, grad, buf = arrays
+    g = effective_grad(p, grad, scratch[0], maximize, wd)
+    tmp = scratch[1]
+    if first:
+        np.copyto(buf, g)
+    else:
+        buf *= mom
+        buf += np.multiply(g, 1 - damp, out=tmp) if damp else g
+    if nesterov:
+        g = np.add(g, np.multiply(buf, mom, out=tmp), out=tmp)
+    else:
+        g = buf
+    p -= np.multiply(g, lr, out=tmp)
