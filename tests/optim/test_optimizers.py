@@ -401,3 +401,13 @@ def test_large_and_fortran_ordered_params_match_torch(name, order):
         topt.step()
         assert cp.data.flags.f_contiguous == (order == "F")
     np.testing.assert_allclose(cp.data, tp.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_adagrad_initial_accumulator_value_per_group():
+    # torch.optim.Adagrad uses the constructor's value for every group; here each group's own value counts
+    a, b = cr.tensor([1.0], requires_grad=True), cr.tensor([1.0], requires_grad=True)
+    opt = optim.Adagrad([{"params": [a]}, {"params": [b], "initial_accumulator_value": 3.0}], lr=0.5)
+    a.grad, b.grad = cr.tensor([1.0]), cr.tensor([1.0])
+    opt.step()
+    assert opt.state[a]["sum"][0] == 1.0 and opt.state[b]["sum"][0] == 4.0
+    np.testing.assert_allclose(b.data, [1.0 - 0.5 / (2.0 + 1e-10)])

@@ -225,3 +225,38 @@ def test_scheduler_errors():
         sched.step()
     with pytest.raises(ValueError, match="total steps"):
         sched.step()
+
+
+@pytest.mark.parametrize(
+    "opt_name,opt_kwargs,name,kwargs",
+    [
+        ("Adam", {}, "OneCycleLR", {"max_lr": 0.05, "total_steps": 26}),
+        ("SGD", {"lr": 0.1, "momentum": 0.9}, "OneCycleLR", {"max_lr": 0.2, "total_steps": 26, "three_phase": True}),
+        ("SGD", {"lr": 0.1, "momentum": 0.5}, "CosineAnnealingLR", {"T_max": 7, "eta_min": 0.01}),
+        ("RMSprop", {"lr": 0.01}, "StepLR", {"step_size": 5, "gamma": 0.5}),
+    ],
+)
+def test_training_with_scheduler_matches_torch(opt_name, opt_kwargs, name, kwargs):
+    """Optimizer + scheduler together (the scheduler also cycles momentum / beta1) over 25 steps."""
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        rng = np.random.default_rng(1)
+        x, y, w0 = rng.normal(size=(12, 4)), rng.normal(size=(12, 2)), rng.normal(size=(4, 2))
+        tw, cw = torch.tensor(w0, requires_grad=True), cr.tensor(w0, requires_grad=True)
+        topt, copt = getattr(torch.optim, opt_name)([tw], **opt_kwargs), getattr(optim, opt_name)([cw], **opt_kwargs)
+        ts = getattr(torch.optim.lr_scheduler, name)(topt, **kwargs)
+        cs = getattr(crs, name)(copt, **kwargs)
+        for _ in range(25):
+            topt.zero_grad()
+            ((torch.tensor(x) @ tw - torch.tensor(y)) ** 2).mean().backward()
+            topt.step()
+            ts.step()
+            copt.zero_grad()
+            ((cr.tensor(x) @ cw - cr.tensor(y)) ** 2).mean().backward()
+            copt.step()
+            cs.step()
+        np.testing.assert_allclose(cw.data, tw.detach().numpy(), rtol=1e-10, atol=1e-10)
+        assert cs.get_last_lr() == ts.get_last_lr()
+    finally:
+        torch.set_default_dtype(prev)
