@@ -411,3 +411,10 @@ def test_adagrad_initial_accumulator_value_per_group():
     opt.step()
     assert opt.state[a]["sum"][0] == 1.0 and opt.state[b]["sum"][0] == 4.0
     np.testing.assert_allclose(b.data, [1.0 - 0.5 / (2.0 + 1e-10)])
+
+
+def test_gradient_of_wrong_shape_is_an_error():
+    p = cr.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    p.grad = cr.tensor([1.0])
+    with pytest.raises(ValueError, match=r"Adam: .*shape \(1,\).*\(3,\)"):
+        optim.Adam([p]).step()

@@ -165,7 +165,13 @@ class Optimizer:
         cache between passes (about twice as fast as whole-array passes for large parameters).
         """
         first = arrays[0]
-        if all(a.flags.c_contiguous and a.shape == first.shape for a in arrays):
+        for a in arrays[1:]:
+            if a.shape != first.shape:
+                raise ValueError(
+                    f"{type(self).__name__}: a gradient or state of shape {a.shape} does not match its parameter's "
+                    f"shape {first.shape}"
+                )
+        if all(a.flags.c_contiguous for a in arrays):
             flat = [a.reshape(-1) for a in arrays]
             n = first.size
             size = max(1024, _CHUNK_BYTES // first.itemsize)
