@@ -418,3 +418,18 @@ def test_gradient_of_wrong_shape_is_an_error():
     p.grad = cr.tensor([1.0])
     with pytest.raises(ValueError, match=r"Adam: .*shape \(1,\).*\(3,\)"):
         optim.Adam([p]).step()
+
+
+@pytest.mark.parametrize("name,kwargs", ROUND_TRIP[::-1])
+def test_float32_trajectory_close_to_torch(name, kwargs):
+    rng = np.random.default_rng(7)
+    w0 = rng.normal(size=(40, 30)).astype(np.float32)
+    cp, tp = cr.tensor(w0, requires_grad=True), torch.tensor(w0, requires_grad=True)
+    copt, topt = getattr(optim, name)([cp], **kwargs), getattr(torch.optim, name)([tp], **kwargs)
+    for _ in range(10):
+        g = (np.sin(cp.data) + 0.1).astype(np.float32)
+        cp.grad, tp.grad = cr.tensor(g), torch.tensor(g)
+        copt.step()
+        topt.step()
+        assert cp.dtype == np.float32
+    np.testing.assert_allclose(cp.data, tp.detach().numpy(), rtol=1e-5, atol=1e-5)
