@@ -1,4 +1,4 @@
-"""Stochastic gradient descent: w <- w - lr * grad (with optional momentum, as torch.optim.SGD)."""
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay (torch.optim.SGD)."""
 
 from __future__ import annotations
 
@@ -7,55 +7,90 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, effective_grad
 
 
 class SGD(Optimizer):
+    """g = ±grad + weight_decay * w; with momentum: b = momentum * b + (1 - dampening) * g (b = g at the
+    first step), then g = b, or g + momentum * b with nesterov; finally w <- w - lr * g.
+
+    With the defaults this is plain gradient descent w <- w - lr * grad.
+    """
+
+    _nonnegative = ("lr", "momentum", "weight_decay")
+
     def __init__(
         self,
         params: Iterable[Any],
         lr: float = 1e-3,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        weight_decay: float = 0.0,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
         nesterov: bool = False,
+        *,
         maximize: bool = False,
     ) -> None:
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD: momentum ({momentum}) and weight_decay ({weight_decay}) must be >= 0")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: nesterov momentum needs momentum > 0 and dampening = 0")
-        super().__init__(
-            params,
-            dict(
-                lr=lr,
-                momentum=momentum,
-                dampening=dampening,
-                weight_decay=weight_decay,
-                nesterov=nesterov,
-                maximize=maximize,
-            ),
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
         )
+        super().__init__(params, defaults)
 
-    def step(self) -> None:
-        for group in self.param_groups:
-            lr, mom, damp, wd = group["lr"], group["momentum"], group["dampening"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad.data
-                if group["maximize"]:
-                    g = -g
-                if wd:
-                    g = g + wd * p.data
-                if mom:
-                    state = self._param_state(p)
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype, copy=True)
-                    else:
-                        buf *= mom
-                        buf += (1 - damp) * g
-                    g = g + mom * buf if group["nesterov"] else buf
-                p.data -= lr * g
-                p._version += 1
+    def _check_options(self, group: dict[str, Any]) -> None:
+        super()._check_options(group)
+        if group["nesterov"] and (float(group["momentum"]) <= 0 or float(group["dampening"]) != 0):
+            raise self._invalid("nesterov", group["nesterov"], "Nesterov momentum needs momentum > 0 and dampening = 0")
+
+    def _update_group(self, group: dict[str, Any]) -> None:
+        lr, mom = float(group["lr"]), float(group["momentum"])
+        damp, wd = float(group["dampening"]), float(group["weight_decay"])
+        nesterov, maximize = group["nesterov"], group["maximize"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if mom:
+                state = self.state.setdefault(p, {})
+                first = state.get("momentum_buffer") is None
+                if first:
+                    state["momentum_buffer"] = np.empty_like(p.data)
+                arrays = [p.data, p.grad.data, state["momentum_buffer"]]
+                self._run(_sgd_momentum, arrays, 2, lr, mom, damp, wd, nesterov, maximize, first)
+            else:
+                self._run(_sgd, [p.data, p.grad.data], 2, lr, wd, maximize)
+            p._version += 1
+
+
+def _sgd(arrays: list[np.ndarray], scratch: list[np.ndarray], lr: float, wd: float, maximize: bool) -> None:
+    p, grad = arrays
+    g = effective_grad(p, grad, scratch[0], maximize, wd)
+    p -= np.multiply(g, lr, out=scratch[1])
+
+
+def _sgd_momentum(
+    arrays: list[np.ndarray],
+    scratch: list[np.ndarray],
+    lr: float,
+    mom: float,
+    damp: float,
+    wd: float,
+    nesterov: bool,
+    maximize: bool,
+    first: bool,
+) -> None:
+    p, grad, buf = arrays
+    g = effective_grad(p, grad, scratch[0], maximize, wd)
+    tmp = scratch[1]
+    if first:
+        np.copyto(buf, g)
+    else:
+        buf *= mom
+        buf += np.multiply(g, 1 - damp, out=tmp) if damp else g
+    if nesterov:
+        g = np.add(g, np.multiply(buf, mom, out=tmp), out=tmp)
+    else:
+        g = buf
+    p -= np.multiply(g, lr, out=tmp)
