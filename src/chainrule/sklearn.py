@@ -163,17 +163,22 @@ class _BaseNeuralNet(BaseEstimator):
         if getattr(self, "_optimizer", None) is None:  # dropped by pickling
             self._optimizer = self._make_optimizer()
         self.model_.train()
+        weights = self._weights() if self.alpha else []
         total = 0.0
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            out = self.model_(Tensor(X[idx]))
-            loss = self._loss(out, y[idx])
-            if self.alpha:
-                loss = loss + sum((w * w).sum() for w in self._weights()) * (0.5 * self.alpha / len(idx))
+            loss = self._loss(self.model_(Tensor(X[idx])), y[idx])
             self._optimizer.zero_grad()
             loss.backward()
+            value = float(loss.data)
+            # the L2 penalty ½·alpha·Σ‖W‖²/batch enters through its gradient alpha·W/batch, outside the graph
+            coef = self.alpha / len(idx)
+            for w in weights:
+                value += 0.5 * coef * float(np.vdot(w.data, w.data))
+                if w.grad is not None:
+                    w.grad = Tensor(w.grad.data + coef * w.data)
             self._optimizer.step()
-            total += float(loss.data) * len(idx)
+            total += value * len(idx)
         self.model_.eval()
         return total / n
 
