@@ -98,3 +98,25 @@ def test_flatten_arguments_copied_and_mismatched_weights_refused() -> None:
     assert (model[1].start_dim, model[1].end_dim) == (0, 1)
     with pytest.raises(ChainruleError, match="do not fit"):
         from_torch(_torch_mlp().state_dict(), nn.Sequential(nn.Linear(5, 4)))
+
+
+class BatchNorm1d(nn.Module):
+    """The state of a BatchNorm1d layer, enough to exchange weights (the real layer comes from helper nn)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(np.linspace(0.5, 1.5, n))
+        self.bias = nn.Parameter(np.linspace(-1, 1, n))
+        self.register_buffer("running_mean", cr.tensor(np.arange(n, dtype=np.float64)))
+        self.register_buffer("running_var", cr.tensor(np.full(n, 2.0)))
+
+
+def test_batchnorm_buffers_cross_with_num_batches_tracked() -> None:
+    model = nn.Sequential(nn.Linear(3, 4, dtype=cr.float64), BatchNorm1d(4))
+    tm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double()
+    tm.load_state_dict(to_torch_state_dict(model))  # strict: num_batches_tracked is supplied
+    np.testing.assert_array_equal(tm[1].running_var.numpy(), np.full(4, 2.0))
+    with torch.no_grad():
+        tm[1].running_mean.fill_(7.0)
+    from_torch(tm.state_dict(), model)  # torch's num_batches_tracked has no place in this model: dropped
+    np.testing.assert_array_equal(model[1].running_mean.data, np.full(4, 7.0))

@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
-from chainrule import nn
+from chainrule import nn, optim
 from chainrule.sklearn import MLPClassifier, MLPRegressor, NeuralNetClassifier, NeuralNetRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -123,3 +123,5 @@ def test_module_instance_is_not_trained_in_place() -> None:
     assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())
     with pytest.raises(ValueError, match="solver"):
         NeuralNetRegressor(net, solver="lbfgs").fit(X, y)
+    reg = NeuralNetRegressor(net, solver=optim.AdamW, learning_rate_init=0.01, max_iter=30, random_state=0).fit(X, y)
+    assert isinstance(reg._optimizer, optim.AdamW) and reg.loss_curve_[-1] < reg.loss_curve_[0]

@@ -30,10 +30,10 @@ _CONV = (
     "bias",
     "padding_mode",
 )
-_MAXPOOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
-_AVGPOOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad")
+_MAXPOOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVGPOOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
 _BN = ("num_features", "eps", "momentum", "affine", "track_running_stats")
-_RNN = ("input_size", "hidden_size", "num_layers", "nonlinearity", "bias", "batch_first", "bidirectional")
+_RNN = ("input_size", "hidden_size", "num_layers", "nonlinearity", "bias", "batch_first", "dropout", "bidirectional")
 # Constructor arguments that are copied from one framework's layer to the other's, per class name.
 # A layer class absent from this table can still exchange weights through state dicts.
 _ARGS: dict[str, tuple[str, ...]] = {
@@ -50,7 +50,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "BatchNorm1d": _BN,
     "BatchNorm2d": _BN,
     "LayerNorm": ("normalized_shape", "eps", "elementwise_affine", "bias"),
-    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx"),
+    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx", "max_norm"),
     "Dropout": ("p",),
     "LeakyReLU": ("negative_slope",),
     "ELU": ("alpha",),

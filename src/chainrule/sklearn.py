@@ -28,7 +28,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 from . import functional as F
 from . import nn
 from .errors import ConfigError
-from .optim import SGD, Adam, AdamW
+from .optim import SGD, Adam, AdamW, Optimizer
 from .random import Generator, default_generator
 from .tensor import Tensor, no_grad
 
@@ -114,8 +114,12 @@ class _BaseNeuralNet(BaseEstimator):
     # -- the loop
     def _check_hyperparameters(self) -> None:
         name = type(self).__name__
-        if self.solver not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"{name}: solver must be 'adam', 'adamw' or 'sgd', got {self.solver!r}")
+        custom = isinstance(self.solver, type) and issubclass(self.solver, Optimizer)
+        if not custom and self.solver not in ("adam", "adamw", "sgd"):
+            raise ValueError(
+                f"{name}: solver must be 'adam', 'adamw', 'sgd' or a chainrule.optim.Optimizer class, "
+                f"got {self.solver!r}"
+            )
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0):
             raise ValueError(f"{name}: max_iter must be a positive integer, got {self.max_iter!r}")
         if self.learning_rate_init <= 0:
@@ -130,6 +134,8 @@ class _BaseNeuralNet(BaseEstimator):
     def _make_optimizer(self) -> Any:
         params = list(self.model_.parameters())
         lr = self.learning_rate_init
+        if isinstance(self.solver, type):  # a chainrule optimizer class, with its own defaults besides lr
+            return self.solver(params, lr=lr)
         if self.solver == "sgd":
             return SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterovs_momentum and self.momentum > 0)
         cls = AdamW if self.solver == "adamw" else Adam
@@ -249,7 +255,9 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
 
     module: a chainrule Module mapping (n_samples, n_features) to (n_samples, n_classes) logits, or a factory
     `module(n_features, n_classes) -> Module` called at fit time. The other arguments are scikit-learn's
-    MLPClassifier's (solver 'adam', 'adamw' or 'sgd'; alpha is the L2 penalty on weight matrices).
+    MLPClassifier's; solver is 'adam', 'adamw', 'sgd' or any chainrule.optim.Optimizer class (built with
+    lr=learning_rate_init); alpha is the L2 penalty on weight matrices. The learning rate stays constant
+    (scikit-learn's learning_rate schedules and the 'lbfgs' solver are not implemented).
     """
 
     _is_classifier = True
@@ -398,9 +406,10 @@ def _mlp(estimator: Any, n_features: int, n_outputs: int, generator: Generator) 
 
 _MLP_DOC = """
     hidden_layer_sizes: widths of the hidden layers; activation: 'relu', 'tanh', 'logistic' or 'identity'.
-    Other arguments as in scikit-learn's namesake (solver 'adam', 'adamw' or 'sgd' with a constant learning
-    rate learning_rate_init; early_stopping holds out validation_fraction of the data and keeps the best
-    weights). Fitted: model_ (the chainrule module), n_iter_, loss_curve_, n_features_in_.
+    Other arguments as in scikit-learn's namesake (solver 'adam', 'adamw', 'sgd' or a chainrule.optim.Optimizer
+    class, with a constant learning rate learning_rate_init; no 'lbfgs', no learning_rate schedules;
+    early_stopping holds out validation_fraction of the data and keeps the best weights).
+    Fitted: model_ (the chainrule module), n_iter_, loss_curve_, n_features_in_.
 """
 
 
