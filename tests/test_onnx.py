@@ -182,3 +182,17 @@ def test_static_batch_and_returned_proto_without_path() -> None:
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [4, 3]
     assert [n.op_type for n in proto.graph.node] == ["Gemm", "Relu", "Identity"]
+
+
+def test_recurrent_sequence_length_is_dynamic(tmp_path) -> None:
+    model = _chainrule(_randomize(T.GRU(3, 4, num_layers=2))).eval()  # sequence first
+    path = tmp_path / "gru.onnx"
+    proto = export(model, np.zeros((5, 2, 3), np.float32), path)
+    assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["sequence", "batch", ""]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seq, batch in ((2, 1), (9, 4)):
+        x = np.random.default_rng(seq).standard_normal((seq, batch, 3)).astype(np.float32)
+        got = session.run(None, {"input": x})
+        want = _flat(model(cr.tensor(x.astype(np.float64))))
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)

@@ -428,8 +428,9 @@ def export(
     """Write `model` to `path` as an ONNX file (when a path is given) and return the onnx.ModelProto.
 
     example_input: an array or Tensor of the shape the model takes, batch first (sequence first for an
-    RNN/GRU/LSTM without batch_first). With dynamic_batch the batch dimension of the input (and of the
-    outputs) is symbolic ("batch"), so any batch size runs. opset: the ONNX opset, 17 or newer.
+    RNN/GRU/LSTM without batch_first). With dynamic_batch the input's batch dimension is symbolic ("batch",
+    and "sequence" for a recurrent first layer) and so are the outputs' dimensions, so any batch size runs;
+    without it every shape is the example's. opset: the ONNX opset, 17 or newer.
     Outputs are named "output", or "output_0", "output_1", ... when the model returns a tuple (an LSTM's
     (output, (h_n, c_n)) gives three).
     """
@@ -451,7 +452,7 @@ def export(
     model.eval()
     try:
         with no_grad():
-            value: Any = Tensor(x) if x.dtype.kind == "f" else Tensor(x)
+            value: Any = Tensor(x)
             name: Any = input_name
             for lpath, layer in layers:
                 if isinstance(value, tuple):
@@ -463,9 +464,9 @@ def export(
 
     outputs = _flatten_outputs(name, value)
     graph_outputs = []
-    first_batch_axis = 1 if layers and type(layers[0][1]).__name__ in _GATE_ORDER else 0
-    if layers and first_batch_axis == 1 and getattr(layers[0][1], "batch_first", False):
-        first_batch_axis = 0
+    # the batch is axis 0, except for an RNN/GRU/LSTM first layer without batch_first (sequence first)
+    recurrent_first = bool(layers) and type(layers[0][1]).__name__ in _GATE_ORDER
+    batch_axis = 1 if recurrent_first and not getattr(layers[0][1], "batch_first", False) else 0
     for i, (oname, arr) in enumerate(outputs):
         final = "output" if len(outputs) == 1 else f"output_{i}"
         g.nodes.append(helper.make_node("Identity", [oname], [final], name=final))
@@ -476,9 +477,9 @@ def export(
 
     in_shape: list[Any] = list(x.shape)
     if dynamic_batch and x.ndim:
-        in_shape[first_batch_axis] = "batch"
-        if first_batch_axis == 1 or (layers and type(layers[0][1]).__name__ in _GATE_ORDER):
-            in_shape[1 - first_batch_axis] = "sequence"
+        in_shape[batch_axis] = "batch"
+        if recurrent_first:  # any sequence length runs, too
+            in_shape[1 - batch_axis] = "sequence"
     graph = helper.make_graph(
         g.nodes,
         "chainrule",
