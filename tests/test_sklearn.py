@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
 from chainrule import nn, optim
+from chainrule.errors import ConfigError, DataError, TrainingError
 from chainrule.sklearn import MLPClassifier, MLPRegressor, NeuralNetClassifier, NeuralNetRegressor
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -125,3 +126,16 @@ def test_module_instance_is_not_trained_in_place() -> None:
         NeuralNetRegressor(net, solver="lbfgs").fit(X, y)
     reg = NeuralNetRegressor(net, solver=optim.AdamW, learning_rate_init=0.01, max_iter=30, random_state=0).fit(X, y)
     assert isinstance(reg._optimizer, optim.AdamW) and reg.loss_curve_[-1] < reg.loss_curve_[0]
+
+
+def test_errors_are_chainrule_errors_and_value_errors() -> None:
+    X, y = make_regression(40, 3, random_state=0)
+    with pytest.raises(ConfigError, match="hidden_layer_sizes"):
+        MLPRegressor(hidden_layer_sizes=(4, 0)).fit(X, y)
+    with pytest.raises(ValueError, match="max_iter"):
+        MLPRegressor(max_iter=0).fit(X, y)
+    with pytest.raises(TrainingError, match="loss became"), np.errstate(all="ignore"):
+        MLPRegressor(learning_rate_init=1e6, solver="sgd", max_iter=50).fit(X * 1e3, y * 1e3)
+    clf = MLPClassifier(max_iter=2).fit(X, (y > 0).astype(int))
+    with pytest.raises(DataError, match="not in classes_"):
+        clf.partial_fit(X, np.full(40, 5))

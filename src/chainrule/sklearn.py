@@ -27,7 +27,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from . import functional as F
 from . import nn
-from .errors import ConfigError
+from .errors import ConfigError, DataError, TrainingError
 from .optim import SGD, Adam, AdamW, Optimizer
 from .random import Generator, default_generator
 from .tensor import Tensor, no_grad
@@ -116,20 +116,20 @@ class _BaseNeuralNet(BaseEstimator):
         name = type(self).__name__
         custom = isinstance(self.solver, type) and issubclass(self.solver, Optimizer)
         if not custom and self.solver not in ("adam", "adamw", "sgd"):
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: solver must be 'adam', 'adamw', 'sgd' or a chainrule.optim.Optimizer class, "
                 f"got {self.solver!r}"
             )
         if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0):
-            raise ValueError(f"{name}: max_iter must be a positive integer, got {self.max_iter!r}")
+            raise ConfigError(f"{name}: max_iter must be a positive integer, got {self.max_iter!r}")
         if self.learning_rate_init <= 0:
-            raise ValueError(f"{name}: learning_rate_init must be > 0, got {self.learning_rate_init!r}")
+            raise ConfigError(f"{name}: learning_rate_init must be > 0, got {self.learning_rate_init!r}")
         if self.alpha < 0:
-            raise ValueError(f"{name}: alpha must be >= 0, got {self.alpha!r}")
+            raise ConfigError(f"{name}: alpha must be >= 0, got {self.alpha!r}")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size > 0):
-            raise ValueError(f"{name}: batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
+            raise ConfigError(f"{name}: batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
         if self.early_stopping and not 0 < self.validation_fraction < 1:
-            raise ValueError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+            raise ConfigError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
 
     def _make_optimizer(self) -> Any:
         params = list(self.model_.parameters())
@@ -196,7 +196,10 @@ class _BaseNeuralNet(BaseEstimator):
         if self.verbose:
             print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
         if not np.isfinite(loss):
-            raise ValueError(f"{type(self).__name__}: the training loss became {loss} at iteration {self.n_iter_}")
+            raise TrainingError(
+                f"{type(self).__name__}: the training loss became {loss} at iteration {self.n_iter_}; "
+                "lower learning_rate_init or scale the features"
+            )
         if self.early_stopping and X_val is not None:
             score = self._validation_score(X_val, y_val)
             self.validation_scores_.append(score)
@@ -278,7 +281,7 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         codes = np.clip(codes, 0, len(self.classes_) - 1)
         if not np.all(self.classes_[codes] == y):
             unseen = np.setdiff1d(y, self.classes_)
-            raise ValueError(f"{type(self).__name__}: y contains labels not in classes_: {unseen[:5].tolist()}")
+            raise DataError(f"{type(self).__name__}: y contains labels not in classes_: {unseen[:5].tolist()}")
         return codes.astype(np.int64)
 
     def fit(self, X: Any, y: Any) -> NeuralNetClassifier:
@@ -296,12 +299,12 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         check_classification_targets(y)
         if first:
             if classes is None:
-                raise ValueError(f"{type(self).__name__}: classes must be passed on the first call to partial_fit")
+                raise ConfigError(f"{type(self).__name__}: classes must be passed on the first call to partial_fit")
             self.classes_ = np.unique(np.asarray(classes))
             self._dtype = X.dtype
             self._initialize(X, len(self.classes_))
         elif classes is not None and not np.array_equal(self.classes_, np.unique(np.asarray(classes))):
-            raise ValueError(f"{type(self).__name__}: classes={classes!r} differs from classes_ of the first call")
+            raise ConfigError(f"{type(self).__name__}: classes={classes!r} differs from classes_ of the first call")
         X = X.astype(self._dtype, copy=False)
         self._after_epoch(self._epoch(X, self._encode(y)), None, None, X.shape[0])
         return self
@@ -383,9 +386,9 @@ def _mlp(estimator: Any, n_features: int, n_outputs: int, generator: Generator) 
     sizes = estimator.hidden_layer_sizes
     sizes = [sizes] if isinstance(sizes, (int, np.integer)) else list(sizes)
     if any(not isinstance(s, (int, np.integer)) or s <= 0 for s in sizes):
-        raise ValueError(f"{type(estimator).__name__}: hidden_layer_sizes must be positive integers, got {sizes!r}")
+        raise ConfigError(f"{type(estimator).__name__}: hidden_layer_sizes must be positive integers, got {sizes!r}")
     if estimator.activation not in _ACTIVATIONS:
-        raise ValueError(
+        raise ConfigError(
             f"{type(estimator).__name__}: activation must be one of {sorted(_ACTIVATIONS)}, "
             f"got {estimator.activation!r}"
         )
