@@ -120,3 +120,13 @@ def test_batchnorm_buffers_cross_with_num_batches_tracked() -> None:
         tm[1].running_mean.fill_(7.0)
     from_torch(tm.state_dict(), model)  # torch's num_batches_tracked has no place in this model: dropped
     np.testing.assert_array_equal(model[1].running_mean.data, np.full(4, 7.0))
+
+
+def test_named_sequential_keeps_names_and_mode() -> None:
+    from collections import OrderedDict
+
+    tm = torch.nn.Sequential(OrderedDict(fc=torch.nn.Linear(5, 2), act=torch.nn.Sigmoid())).double().eval()
+    model = from_torch(tm)
+    assert list(model.state_dict()) == ["fc.weight", "fc.bias"] and not model.training and not model.fc.training
+    np.testing.assert_allclose(_cr_out(model), _torch_out(tm), rtol=1e-13, atol=1e-14)
+    assert list(to_torch(model).state_dict()) == ["fc.weight", "fc.bias"]
