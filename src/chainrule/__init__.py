@@ -157,3 +157,8 @@ __all__ = [
     "zeros",
     "zeros_like",
 ]
+
+# PyTorch weights exchange (torch itself is imported only when a torch object is converted)
+from .interop import from_torch, to_torch, to_torch_state_dict  # noqa: E402
+
+__all__ += ["from_torch", "to_torch", "to_torch_state_dict"]

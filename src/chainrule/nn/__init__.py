@@ -1,6 +1,6 @@
 """Neural-network building blocks with PyTorch's names: Module, layers, activations, losses, initializers."""
 
-from . import init
+from . import init, utils
 from .activation import ELU, GELU, LeakyReLU, LogSigmoid, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .containers import Flatten, Identity, ModuleDict, ModuleList, Sequential, Unflatten
 from .dropout import Dropout

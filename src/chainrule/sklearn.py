@@ -1,0 +1,478 @@
+"""scikit-learn estimators trained by chainrule: MLPClassifier, MLPRegressor, NeuralNetClassifier/Regressor.
+
+They follow scikit-learn's conventions (plain `__init__`, `fit/predict/score/partial_fit`, fitted attributes
+ending in "_") so they work in `Pipeline`, `GridSearchCV` and `cross_val_score`. `MLPClassifier` and
+`MLPRegressor` take the arguments of their scikit-learn namesakes that chainrule implements. Computation runs
+in float32 when X is float32 and in float64 otherwise, as in scikit-learn. Needs the `data` extra:
+`pip install "chainrule[data]"`.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.utils import check_random_state
+    from sklearn.utils.multiclass import check_classification_targets
+    from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError('chainrule.sklearn needs scikit-learn: pip install "chainrule[data]"') from e
+
+from . import functional as F
+from . import nn
+from .errors import ConfigError, DataError, TrainingError
+from .optim import SGD, Adam, AdamW, Optimizer
+from .random import Generator, default_generator
+from .tensor import Tensor, no_grad
+
+__all__ = ["MLPClassifier", "MLPRegressor", "NeuralNetClassifier", "NeuralNetRegressor"]
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid, "identity": nn.Identity}
+
+
+class _BaseNeuralNet(BaseEstimator):
+    """Minibatch training loop shared by the four estimators (subclasses define the loss and targets)."""
+
+    _is_classifier = False
+
+    def __init__(
+        self,
+        module: Any = None,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: int | str = "auto",
+        learning_rate_init: float = 0.001,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: int | None = None,
+        tol: float = 1e-4,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
+        verbose: bool = False,
+    ) -> None:
+        self.module = module
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.verbose = verbose
+
+    # -- pieces the subclasses define
+    def _build_module(self, n_features: int, n_outputs: int, generator: Generator) -> nn.Module:
+        module = self.module
+        if module is None:
+            raise ConfigError(f"{type(self).__name__}: module is required (a chainrule Module or a factory)")
+        if isinstance(module, nn.Module):
+            return copy.deepcopy(module)  # never train the instance held as a parameter
+        if callable(module):
+            # layers that draw from chainrule's default generator get a seed from random_state, so that
+            # two fits with the same random_state start from the same weights
+            saved = default_generator.get_state()
+            default_generator.manual_seed(int(generator.np.integers(2**31)))
+            try:
+                out = module(n_features, n_outputs)
+            finally:
+                default_generator.set_state(saved)
+            if not isinstance(out, nn.Module):
+                raise ConfigError(
+                    f"{type(self).__name__}: module factory returned {type(out).__name__}, not a chainrule Module"
+                )
+            return out
+        raise ConfigError(f"{type(self).__name__}: module must be a chainrule Module or a factory, got {module!r}")
+
+    def _loss(self, out: Tensor, y: np.ndarray) -> Tensor:
+        raise NotImplementedError
+
+    def _validation_score(self, X: np.ndarray, y: np.ndarray) -> float:
+        raise NotImplementedError
+
+    # -- the loop
+    def _check_hyperparameters(self) -> None:
+        name = type(self).__name__
+        custom = isinstance(self.solver, type) and issubclass(self.solver, Optimizer)
+        if not custom and self.solver not in ("adam", "adamw", "sgd"):
+            raise ConfigError(
+                f"{name}: solver must be 'adam', 'adamw', 'sgd' or a chainrule.optim.Optimizer class, "
+                f"got {self.solver!r}"
+            )
+        if not (isinstance(self.max_iter, (int, np.integer)) and self.max_iter > 0):
+            raise ConfigError(f"{name}: max_iter must be a positive integer, got {self.max_iter!r}")
+        if self.learning_rate_init <= 0:
+            raise ConfigError(f"{name}: learning_rate_init must be > 0, got {self.learning_rate_init!r}")
+        if self.alpha < 0:
+            raise ConfigError(f"{name}: alpha must be >= 0, got {self.alpha!r}")
+        if self.batch_size != "auto" and not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size > 0):
+            raise ConfigError(f"{name}: batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
+        if self.early_stopping and not 0 < self.validation_fraction < 1:
+            raise ConfigError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+
+    def _make_optimizer(self) -> Any:
+        params = list(self.model_.parameters())
+        lr = self.learning_rate_init
+        if isinstance(self.solver, type):  # a chainrule optimizer class, with its own defaults besides lr
+            return self.solver(params, lr=lr)
+        if self.solver == "sgd":
+            return SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterovs_momentum and self.momentum > 0)
+        cls = AdamW if self.solver == "adamw" else Adam
+        return cls(params, lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon, weight_decay=0.0)
+
+    def _initialize(self, X: np.ndarray, n_outputs: int) -> None:
+        self._check_hyperparameters()
+        self._rng = Generator(int(check_random_state(self.random_state).randint(2**31 - 1)))
+        self.model_ = self._build_module(X.shape[1], n_outputs, self._rng).to(X.dtype)
+        self._optimizer = self._make_optimizer()
+        self.loss_curve_: list[float] = []
+        self.n_iter_ = 0
+        self.t_ = 0
+        self._no_improvement = 0
+        self._best_loss = np.inf
+        self.best_loss_ = np.inf
+        self.validation_scores_: list[float] | None = [] if self.early_stopping else None
+        self.best_validation_score_: float | None = -np.inf if self.early_stopping else None
+        self._best_state: dict[str, np.ndarray] | None = None
+        self._best_loss_like_score = -np.inf
+
+    def _weights(self) -> list[Tensor]:
+        # the L2 penalty covers weight matrices and kernels, not biases or norm scales (as in scikit-learn)
+        return [p for name, p in self.model_.named_parameters() if name.endswith("weight") and p.ndim >= 2]
+
+    def _epoch(self, X: np.ndarray, y: np.ndarray) -> float:
+        """One pass over (X, y) in minibatches; returns the mean training loss (penalty included)."""
+        n = X.shape[0]
+        bs = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
+        order = self._rng.np.permutation(n) if self.shuffle else np.arange(n)
+        if getattr(self, "_optimizer", None) is None:  # dropped by pickling
+            self._optimizer = self._make_optimizer()
+        self.model_.train()
+        weights = self._weights() if self.alpha else []
+        total = 0.0
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            loss = self._loss(self.model_(Tensor(X[idx])), y[idx])
+            self._optimizer.zero_grad()
+            loss.backward()
+            value = float(loss.data)
+            # the L2 penalty ½·alpha·Σ‖W‖²/batch enters through its gradient alpha·W/batch, outside the graph
+            coef = self.alpha / len(idx)
+            for w in weights:
+                value += 0.5 * coef * float(np.vdot(w.data, w.data))
+                if w.grad is not None:
+                    w.grad = Tensor(w.grad.data + coef * w.data)
+            self._optimizer.step()
+            total += value * len(idx)
+        self.model_.eval()
+        return total / n
+
+    def _after_epoch(self, loss: float, X_val: np.ndarray | None, y_val: np.ndarray | None, n: int) -> bool:
+        """Record one epoch; True when training should stop (no improvement for n_iter_no_change epochs)."""
+        self.n_iter_ += 1
+        self.t_ += n
+        self.loss_curve_.append(loss)
+        if self.verbose:
+            print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+        if not np.isfinite(loss):
+            raise TrainingError(
+                f"{type(self).__name__}: the training loss became {loss} at iteration {self.n_iter_}; "
+                "lower learning_rate_init or scale the features"
+            )
+        if self.early_stopping and X_val is not None:
+            score = self._validation_score(X_val, y_val)
+            self.validation_scores_.append(score)
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_state = self.model_.state_dict()
+            improved = score > self._best_loss_like_score + self.tol
+            self._best_loss_like_score = max(self._best_loss_like_score, score)
+        else:
+            improved = loss < self._best_loss - self.tol
+            self._best_loss = min(self._best_loss, loss)
+            self.best_loss_ = self._best_loss
+        self._no_improvement = 0 if improved else self._no_improvement + 1
+        return self._no_improvement >= self.n_iter_no_change
+
+    def _fit(self, X: np.ndarray, y: np.ndarray, n_outputs: int, stratify: np.ndarray | None) -> Any:
+        self._initialize(X, n_outputs)
+        X_val = y_val = None
+        if self.early_stopping:
+            seed = int(self._rng.np.integers(2**31))
+            try:
+                X, X_val, y, y_val = train_test_split(
+                    X, y, test_size=self.validation_fraction, random_state=seed, stratify=stratify
+                )
+            except ValueError:  # too few samples per class to stratify
+                X, X_val, y, y_val = train_test_split(X, y, test_size=self.validation_fraction, random_state=seed)
+        for _ in range(self.max_iter):
+            if self._after_epoch(self._epoch(X, y), X_val, y_val, X.shape[0]):
+                break
+        else:
+            warnings.warn(
+                f"{type(self).__name__}: maximum iterations ({self.max_iter}) reached and the optimization "
+                "hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        if self.early_stopping and self._best_state is not None:
+            self.model_.load_state_dict(self._best_state)
+        self._best_state = None
+        return self
+
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        self.model_.eval()
+        with no_grad():
+            return self.model_(Tensor(X.astype(self._dtype, copy=False))).data
+
+    def __getstate__(self) -> dict[str, Any]:
+        # optimizer state is keyed by id(parameter), which does not survive pickling: drop it
+        state = self.__dict__.copy()
+        state.pop("_optimizer", None)
+        return state
+
+
+class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
+    """Classifier training a chainrule module with softmax cross-entropy.
+
+    module: a chainrule Module mapping (n_samples, n_features) to (n_samples, n_classes) logits, or a factory
+    `module(n_features, n_classes) -> Module` called at fit time. The other arguments are scikit-learn's
+    MLPClassifier's; solver is 'adam', 'adamw', 'sgd' or any chainrule.optim.Optimizer class (built with
+    lr=learning_rate_init); alpha is the L2 penalty on weight matrices. The learning rate stays constant
+    (scikit-learn's learning_rate schedules and the 'lbfgs' solver are not implemented).
+    """
+
+    _is_classifier = True
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = False
+        return tags
+
+    def _loss(self, out: Tensor, y: np.ndarray) -> Tensor:
+        return F.cross_entropy(out, y)
+
+    def _validation_score(self, X: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(self._forward(X).argmax(axis=1) == y))
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        codes = np.searchsorted(self.classes_, y)
+        codes = np.clip(codes, 0, len(self.classes_) - 1)
+        if not np.all(self.classes_[codes] == y):
+            unseen = np.setdiff1d(y, self.classes_)
+            raise DataError(f"{type(self).__name__}: y contains labels not in classes_: {unseen[:5].tolist()}")
+        return codes.astype(np.int64)
+
+    def fit(self, X: Any, y: Any) -> NeuralNetClassifier:
+        """Train from scratch for up to max_iter epochs. X: (n_samples, n_features); y: (n_samples,) labels."""
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        self._dtype = X.dtype
+        return self._fit(X, self._encode(y), len(self.classes_), stratify=y)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> NeuralNetClassifier:
+        """One epoch over (X, y). The first call needs `classes`, every label that will ever appear."""
+        first = not hasattr(self, "model_")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first)
+        check_classification_targets(y)
+        if first:
+            if classes is None:
+                raise ConfigError(f"{type(self).__name__}: classes must be passed on the first call to partial_fit")
+            self.classes_ = np.unique(np.asarray(classes))
+            self._dtype = X.dtype
+            self._initialize(X, len(self.classes_))
+        elif classes is not None and not np.array_equal(self.classes_, np.unique(np.asarray(classes))):
+            raise ConfigError(f"{type(self).__name__}: classes={classes!r} differs from classes_ of the first call")
+        X = X.astype(self._dtype, copy=False)
+        self._after_epoch(self._epoch(X, self._encode(y)), None, None, X.shape[0])
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of classes_."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        z = self._forward(X)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each sample, shape (n_samples,)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        return self.classes_[self._forward(X).argmax(axis=1)]
+
+
+class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
+    """Regressor training a chainrule module with the squared error (halved, as in scikit-learn).
+
+    module: a chainrule Module mapping (n_samples, n_features) to (n_samples, n_targets), or a factory
+    `module(n_features, n_targets) -> Module`. y may be (n_samples,) or (n_samples, n_targets).
+    """
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+    def _loss(self, out: Tensor, y: np.ndarray) -> Tensor:
+        return F.mse_loss(out, Tensor(y)) * (0.5 * y.shape[1])  # ½ mean over samples of the summed squares
+
+    def _validation_score(self, X: np.ndarray, y: np.ndarray) -> float:
+        pred = self._forward(X)
+        ss_res = ((y - pred) ** 2).sum()
+        ss_tot = ((y - y.mean(axis=0)) ** 2).sum()
+        return float(1 - ss_res / ss_tot) if ss_tot > 0 else 0.0
+
+    def _targets(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        self._y_1d = y.ndim == 1
+        return (y.reshape(-1, 1) if y.ndim == 1 else y).astype(X.dtype)
+
+    def fit(self, X: Any, y: Any) -> NeuralNetRegressor:
+        """Train from scratch for up to max_iter epochs. X: (n_samples, n_features); y: (n_samples[, n_targets])."""
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)
+        self._dtype = X.dtype
+        y = self._targets(X, y)
+        return self._fit(X, y, y.shape[1], stratify=None)
+
+    def partial_fit(self, X: Any, y: Any) -> NeuralNetRegressor:
+        """One epoch over (X, y), starting from the current weights (or fresh ones on the first call)."""
+        first = not hasattr(self, "model_")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True, reset=first)
+        if first:
+            self._dtype = X.dtype
+            y = self._targets(X, y)
+            self._initialize(X, y.shape[1])
+        else:
+            X = X.astype(self._dtype, copy=False)
+            y = (y.reshape(-1, 1) if y.ndim == 1 else y).astype(self._dtype)
+        self._after_epoch(self._epoch(X, y), None, None, X.shape[0])
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions, shape (n_samples,) when fitted on a 1-d y, else (n_samples, n_targets)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        out = self._forward(X)
+        return out.ravel() if self._y_1d else out
+
+
+def _mlp(estimator: Any, n_features: int, n_outputs: int, generator: Generator) -> nn.Module:
+    sizes = estimator.hidden_layer_sizes
+    sizes = [sizes] if isinstance(sizes, (int, np.integer)) else list(sizes)
+    if any(not isinstance(s, (int, np.integer)) or s <= 0 for s in sizes):
+        raise ConfigError(f"{type(estimator).__name__}: hidden_layer_sizes must be positive integers, got {sizes!r}")
+    if estimator.activation not in _ACTIVATIONS:
+        raise ConfigError(
+            f"{type(estimator).__name__}: activation must be one of {sorted(_ACTIVATIONS)}, "
+            f"got {estimator.activation!r}"
+        )
+    layers: list[nn.Module] = []
+    widths = [n_features, *sizes]
+    factor = 2.0 if estimator.activation == "logistic" else 6.0
+    for i, (a, b) in enumerate(zip(widths, [*sizes, n_outputs])):
+        lin = nn.Linear(a, b, generator=generator)
+        # Glorot-uniform weights and biases, as scikit-learn's MLP starts from
+        bound = np.sqrt(factor / (a + b))
+        lin.weight.data = generator.np.uniform(-bound, bound, (b, a)).astype(lin.weight.dtype)
+        lin.bias.data = generator.np.uniform(-bound, bound, (b,)).astype(lin.bias.dtype)
+        layers.append(lin)
+        if i < len(sizes):
+            layers.append(_ACTIVATIONS[estimator.activation]())
+    return nn.Sequential(*layers)
+
+
+_MLP_DOC = """
+    hidden_layer_sizes: widths of the hidden layers; activation: 'relu', 'tanh', 'logistic' or 'identity'.
+    Other arguments as in scikit-learn's namesake (solver 'adam', 'adamw', 'sgd' or a chainrule.optim.Optimizer
+    class, with a constant learning rate learning_rate_init; no 'lbfgs', no learning_rate schedules;
+    early_stopping holds out validation_fraction of the data and keeps the best weights).
+    Fitted: model_ (the chainrule module), n_iter_, loss_curve_, n_features_in_.
+"""
+
+
+def _mlp_init(
+    self: Any,
+    hidden_layer_sizes: tuple[int, ...] = (100,),
+    activation: str = "relu",
+    *,
+    solver: str = "adam",
+    alpha: float = 0.0001,
+    batch_size: int | str = "auto",
+    learning_rate_init: float = 0.001,
+    max_iter: int = 200,
+    shuffle: bool = True,
+    random_state: int | None = None,
+    tol: float = 1e-4,
+    momentum: float = 0.9,
+    nesterovs_momentum: bool = True,
+    early_stopping: bool = False,
+    validation_fraction: float = 0.1,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-8,
+    n_iter_no_change: int = 10,
+    verbose: bool = False,
+) -> None:
+    self.hidden_layer_sizes = hidden_layer_sizes
+    self.activation = activation
+    self.solver = solver
+    self.alpha = alpha
+    self.batch_size = batch_size
+    self.learning_rate_init = learning_rate_init
+    self.max_iter = max_iter
+    self.shuffle = shuffle
+    self.random_state = random_state
+    self.tol = tol
+    self.momentum = momentum
+    self.nesterovs_momentum = nesterovs_momentum
+    self.early_stopping = early_stopping
+    self.validation_fraction = validation_fraction
+    self.beta_1 = beta_1
+    self.beta_2 = beta_2
+    self.epsilon = epsilon
+    self.n_iter_no_change = n_iter_no_change
+    self.verbose = verbose
+
+
+class MLPClassifier(NeuralNetClassifier):
+    __doc__ = "Multi-layer perceptron classifier (Linear + activation layers, softmax cross-entropy).\n" + _MLP_DOC
+
+    __init__ = _mlp_init
+
+    def _build_module(self, n_features: int, n_outputs: int, generator: Generator) -> nn.Module:
+        return _mlp(self, n_features, n_outputs, generator)
+
+
+class MLPRegressor(NeuralNetRegressor):
+    __doc__ = "Multi-layer perceptron regressor (Linear + activation layers, squared error).\n" + _MLP_DOC
+
+    __init__ = _mlp_init
+
+    def _build_module(self, n_features: int, n_outputs: int, generator: Generator) -> nn.Module:
+        return _mlp(self, n_features, n_outputs, generator)

@@ -1,0 +1,141 @@
+"""scikit-learn estimators: the estimator checks, model selection tools, and parity with sklearn's MLP."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.neural_network import MLPClassifier as SkMLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import check_estimator
+
+from chainrule import nn, optim
+from chainrule.errors import ConfigError, DataError, TrainingError
+from chainrule.sklearn import MLPClassifier, MLPRegressor, NeuralNetClassifier, NeuralNetRegressor
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def small_net(n_in: int, n_out: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(n_in, 16), nn.Tanh(), nn.Linear(16, n_out))
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, ...]:
+    X, y = load_digits(return_X_y=True)
+    return tuple(train_test_split(X / 16.0, y, test_size=0.25, random_state=0, stratify=y))
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        MLPClassifier(max_iter=50),
+        MLPRegressor(max_iter=50),
+        NeuralNetClassifier(small_net, max_iter=50),
+        NeuralNetRegressor(small_net, max_iter=200, learning_rate_init=0.01),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_passes_check_estimator(estimator) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(estimator, on_fail=None)
+    failed = [(r["check_name"], repr(r["exception"])[:300]) for r in results if r["status"] == "failed"]
+    assert len(results) > 40 and not failed
+
+
+def test_pipeline_grid_search_and_cross_val_score(digits) -> None:
+    X_train, _, y_train, _ = digits
+    X, y = X_train[:400], y_train[:400]
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=20, batch_size=32, random_state=0)
+    pipe = make_pipeline(StandardScaler(), clf)
+    grid = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-1], "mlpclassifier__solver": ["adam", "sgd"]}, cv=2)
+    grid.fit(X, y)
+    assert set(grid.best_params_) == {"mlpclassifier__alpha", "mlpclassifier__solver"}
+    assert grid.best_score_ > 0.8
+    scores = cross_val_score(MLPRegressor(hidden_layer_sizes=(16,), max_iter=100, random_state=0), X, X[:, 20], cv=3)
+    assert scores.shape == (3,) and np.all(scores > 0.5)
+
+
+def test_digits_accuracy_matches_sklearn(digits) -> None:
+    X_train, X_test, y_train, y_test = digits
+    kw = dict(hidden_layer_sizes=(64,), max_iter=30, batch_size=100, random_state=0, tol=0.0)
+    ours = MLPClassifier(**kw).fit(X_train, y_train)
+    theirs = SkMLPClassifier(**kw).fit(X_train, y_train)
+    assert ours.n_iter_ == theirs.n_iter_ == 30 and len(ours.loss_curve_) == 30
+    assert ours.score(X_test, y_test) >= theirs.score(X_test, y_test) - 0.01
+    assert ours.score(X_test, y_test) > 0.94
+
+
+def test_fitted_attributes_and_float32(digits) -> None:
+    X_train, X_test, y_train, _ = digits
+    clf = MLPClassifier(hidden_layer_sizes=(20, 10), activation="logistic", max_iter=5, random_state=1)
+    with pytest.warns(ConvergenceWarning):
+        clf.fit(X_train.astype(np.float32), y_train)
+    assert clf.n_features_in_ == 64 and list(clf.classes_) == list(range(10)) and clf.n_iter_ == 5
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert all(p.dtype == np.float32 for p in clf.model_.parameters())
+    proba = clf.predict_proba(X_test[:7])
+    assert proba.shape == (7, 10) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert clf.get_params()["hidden_layer_sizes"] == (20, 10)
+    assert clf.set_params(max_iter=3).max_iter == 3
+
+
+def test_early_stopping_keeps_best_validation_weights(digits) -> None:
+    X_train, _, y_train, _ = digits
+    clf = MLPClassifier(
+        hidden_layer_sizes=(32,), early_stopping=True, validation_fraction=0.2, n_iter_no_change=3, max_iter=200
+    )
+    clf.set_params(random_state=0, learning_rate_init=0.01).fit(X_train, y_train)
+    assert clf.n_iter_ < 200 and len(clf.validation_scores_) == clf.n_iter_
+    assert clf.best_validation_score_ == max(clf.validation_scores_) > 0.9
+
+
+def test_partial_fit_and_pickle(digits) -> None:
+    X_train, X_test, y_train, y_test = digits
+    clf = MLPClassifier(hidden_layer_sizes=(32,), learning_rate_init=0.01, random_state=0)
+    with pytest.raises(ValueError, match="classes"):
+        clf.partial_fit(X_train[:50], y_train[:50])
+    clf.partial_fit(X_train[:50], y_train[:50], classes=np.arange(10))
+    clf = pickle.loads(pickle.dumps(clf))
+    for _ in range(10):
+        clf.partial_fit(X_train, y_train)
+    assert clf.n_iter_ == 11 and clf.score(X_test, y_test) > 0.9
+
+    reg = MLPRegressor(hidden_layer_sizes=(8,), random_state=0)
+    X, y = make_regression(60, 3, n_targets=2, random_state=0)
+    for _ in range(3):
+        reg.partial_fit(X, y)
+    assert reg.predict(X).shape == (60, 2) and len(reg.loss_curve_) == 3
+
+
+def test_module_instance_is_not_trained_in_place() -> None:
+    X, y = make_regression(80, 4, random_state=0)
+    net = small_net(4, 1)
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    reg = NeuralNetRegressor(net, max_iter=20, random_state=0).fit(X, y)
+    assert reg.model_ is not net and reg.predict(X).shape == (80,)
+    assert all(np.array_equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="solver"):
+        NeuralNetRegressor(net, solver="lbfgs").fit(X, y)
+    reg = NeuralNetRegressor(net, solver=optim.AdamW, learning_rate_init=0.01, max_iter=30, random_state=0).fit(X, y)
+    assert isinstance(reg._optimizer, optim.AdamW) and reg.loss_curve_[-1] < reg.loss_curve_[0]
+
+
+def test_errors_are_chainrule_errors_and_value_errors() -> None:
+    X, y = make_regression(40, 3, random_state=0)
+    with pytest.raises(ConfigError, match="hidden_layer_sizes"):
+        MLPRegressor(hidden_layer_sizes=(4, 0)).fit(X, y)
+    with pytest.raises(ValueError, match="max_iter"):
+        MLPRegressor(max_iter=0).fit(X, y)
+    with pytest.raises(TrainingError, match="loss became"), np.errstate(all="ignore"):
+        MLPRegressor(learning_rate_init=1e6, solver="sgd", max_iter=50).fit(X * 1e3, y * 1e3)
+    clf = MLPClassifier(max_iter=2).fit(X, (y > 0).astype(int))
+    with pytest.raises(DataError, match="not in classes_"):
+        clf.partial_fit(X, np.full(40, 5))
