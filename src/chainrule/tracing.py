@@ -424,7 +424,7 @@ def trace(
     opt_info = None
     terms: dict[str, tuple[dict, str]] = {}
     if optimizer is not None:
-        state = copy.deepcopy(optimizer.state)
+        state = {id(k): copy.deepcopy(v) for k, v in optimizer.state.items()}  # keyed by tensor
         hyper: dict = {}
         formula = ""
         for name, p in pnames.items():
