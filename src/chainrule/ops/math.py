@@ -54,13 +54,15 @@ def pow(a: Any, b: Any) -> Tensor:
     if not isinstance(b, Tensor) and isinstance(a, Tensor):  # the common case: a constant exponent
         c = float(b) if not isinstance(b, int) else b
         out = a.data**c
+        if c == 0:
+            return record("pow", out, (a,), lambda g: (g * 0.0,), saved=())
         if c == 2:
             return record("pow", out, (a,), lambda g: (g * 2.0 * a,))
         return record("pow", out, (a,), lambda g: (g * c * a ** (c - 1),))
     a, b, out = _binary("pow", np.power, a, b)
 
     def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        ga = unbroadcast(g * b * a ** (b - 1), a.shape) if a.requires_grad else None
+        ga = unbroadcast(where(b.data == 0, 0.0, g * b * a ** (b - 1)), a.shape) if a.requires_grad else None
         gb = None
         if b.requires_grad:
             safe_log = where(a.data == 0, 0.0, Tensor(np.log(np.where(a.data == 0, 1, a.data))))

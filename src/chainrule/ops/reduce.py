@@ -12,6 +12,7 @@ import numpy as np
 
 from ..tensor import Tensor, record
 from ._util import keep_shape, norm_dims
+from .math import where
 
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
@@ -46,15 +47,20 @@ def var(a: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False, 
     n = int(np.prod([a.shape[d] for d in dims])) if a.ndim else 1
     out = np.var(a.data, axis=dims, ddof=correction, keepdims=keepdim)
 
+    scale = 2.0 / (n - correction) if n != correction else float("nan")  # 0/0 -> nan, as PyTorch
+
     def backward(g: Tensor) -> tuple[Tensor]:
-        centered = a - a.mean(dims, keepdim=True)
-        return (_spread(g, a.shape, dims, keepdim) * centered * (2.0 / (n - correction)),)
+        return (_spread(g, a.shape, dims, keepdim) * (a - a.mean(dims, keepdim=True)) * scale,)
 
     return record("var", np.asarray(out), (a,), backward)
 
 
 def std(a: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False, unbiased: bool | None = None) -> Tensor:
-    return var(a, dim, correction, keepdim, unbiased).sqrt()
+    """sqrt(var); where it is 0 (a constant slice) the gradient is 0, as in PyTorch."""
+    v = var(a, dim, correction, keepdim, unbiased)
+    zero = v.data == 0
+    out = record("std", np.sqrt(v.data), (v,), lambda g: (where(zero, 0.0, g / (where(zero, 1.0, out) * 2.0)),))
+    return out
 
 
 def _extreme(name: str, fn: Any, a: Tensor, dim: Any, keepdim: bool) -> Tensor:
@@ -131,6 +137,7 @@ def logsumexp(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
 
 def softmax(a: Tensor, dim: int = -1) -> Tensor:
     x = a.data
+    dim = norm_dims(dim, a.ndim, "softmax")
     e = np.exp(x - np.max(x, axis=dim, keepdims=True))
     out = record(
         "softmax",
@@ -148,7 +155,7 @@ def log_softmax(a: Tensor, dim: int = -1) -> Tensor:
         "log_softmax",
         a.data - _lse(a.data, dims),
         (a,),
-        lambda g: (g - out.exp() * g.sum(dim, keepdim=True),),
+        lambda g: (g - out.exp() * g.sum(dims, keepdim=True),),
         saved=(),
     )
     return out
