@@ -72,21 +72,38 @@ class _SetGrad:
         return wrapper
 
 
-class no_grad(_SetGrad):
-    """Nothing computed inside is recorded for differentiation."""
+class _NoArgSetGrad(_SetGrad):
+    def __new__(cls, fn: Callable | None = None) -> Any:
+        self = super().__new__(cls)
+        return self if fn is None else self(fn)  # also usable as a bare decorator: @no_grad
+
+
+class no_grad(_NoArgSetGrad):
+    """Nothing computed inside is recorded for differentiation (context manager or decorator)."""
 
     mode = False
 
 
-class enable_grad(_SetGrad):
-    """Re-enable recording inside a `no_grad` block."""
+class enable_grad(_NoArgSetGrad):
+    """Re-enable recording inside a `no_grad` block (context manager or decorator)."""
 
     mode = True
 
 
 class set_grad_enabled(_SetGrad):
+    """Turn recording on or off: at once when called, or for a `with` block or a decorated function."""
+
     def __init__(self, mode: bool) -> None:
         self.mode = bool(mode)
+        self._prev = _GradMode.enabled
+        _GradMode.enabled = self.mode
+
+    def __enter__(self) -> None:
+        pass
+
+    def __call__(self, fn: Callable) -> Callable:
+        _GradMode.enabled = self._prev
+        return super().__call__(fn)
 
 
 # ----------------------------------------------------------------------------- tensor

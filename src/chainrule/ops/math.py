@@ -234,7 +234,12 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
         a = const(a, b) if isinstance(b, Tensor) else Tensor(np.asarray(a))
     if not isinstance(b, Tensor):
         b = const(b, a)
-    out = np.where(c, a.data, b.data)
+    try:
+        out = np.where(c, a.data, b.data)
+    except ValueError:
+        raise ValueError(
+            f"where: condition {c.shape}, input {a.shape} and other {b.shape} cannot be broadcast together"
+        ) from None
     zero = Tensor(np.zeros((), out.dtype))
     return record(
         "where",
