@@ -90,7 +90,8 @@ def gradcheck(
             if not raise_exception:
                 return False
             raise GradcheckError(
-                f"gradcheck: input {i} (shape {t.shape}), element {idx}: analytical {a[idx]!r} vs numerical {n[idx]!r}"
+                f"gradcheck: input {i} (shape {t.shape}), element {idx}: "
+                f"analytical {float(a[idx])!r} vs numerical {float(n[idx])!r}"
             )
     return True
 
