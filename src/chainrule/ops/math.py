@@ -36,23 +36,48 @@ def add(a: Any, b: Any) -> Tensor:
 
 def sub(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("sub", np.subtract, a, b)
-    return record("sub", out, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), saved=())
+    return record(
+        "sub",
+        out,
+        (a, b),
+        lambda g: (unbroadcast(g, a.shape), -unbroadcast(g, b.shape) if b.requires_grad else None),
+        saved=(),
+    )
+
+
+# `... if x.requires_grad else None` skips the work for a constant operand.
 
 
 def mul(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("mul", np.multiply, a, b)
-    return record("mul", out, (a, b), lambda g: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)))
+    return record(
+        "mul",
+        out,
+        (a, b),
+        lambda g: (
+            unbroadcast(g * b, a.shape) if a.requires_grad else None,
+            unbroadcast(g * a, b.shape) if b.requires_grad else None,
+        ),
+    )
 
 
 def div(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("div", np.true_divide, a, b)
-    return record("div", out, (a, b), lambda g: (unbroadcast(g / b, a.shape), unbroadcast(-g * a / (b * b), b.shape)))
+    return record(
+        "div",
+        out,
+        (a, b),
+        lambda g: (
+            unbroadcast(g / b, a.shape) if a.requires_grad else None,
+            unbroadcast(-g * a / (b * b), b.shape) if b.requires_grad else None,
+        ),
+    )
 
 
 def pow(a: Any, b: Any) -> Tensor:
     """a ** b. d/da = b·a^(b-1); d/db = a^b·ln(a) (taken as 0 where a = 0 and b >= 0, as PyTorch)."""
-    if not isinstance(b, Tensor) and isinstance(a, Tensor):  # the common case: a constant exponent
-        c = float(b) if not isinstance(b, int) else b
+    if isinstance(b, int | float) and isinstance(a, Tensor):  # the common case: a constant exponent
+        c = b
         out = a.data**c
         if c == 0:
             return record("pow", out, (a,), lambda g: (g * 0.0,), saved=())
@@ -87,12 +112,12 @@ def matmul(a: Any, b: Any) -> Tensor:
 
     def backward(g: Tensor) -> tuple[Tensor, Tensor]:
         if a.ndim == 2 and b.ndim == 2:
-            return g @ b.mT, a.mT @ g
+            return (g @ b.mT if a.requires_grad else None), (a.mT @ g if b.requires_grad else None)
         a2 = a.reshape(1, -1) if a.ndim == 1 else a
         b2 = b.reshape(-1, 1) if b.ndim == 1 else b
         g2 = g.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
-        ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape)
-        gb = unbroadcast(a2.mT @ g2, b2.shape).reshape(b.shape)
+        ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape) if a.requires_grad else None
+        gb = unbroadcast(a2.mT @ g2, b2.shape).reshape(b.shape) if b.requires_grad else None
         return ga, gb
 
     return record("matmul", out, (a, b), backward)
