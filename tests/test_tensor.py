@@ -449,3 +449,16 @@ def test_set_grad_enabled_as_function_and_decorator() -> None:
     assert cr.is_grad_enabled()
     assert not f(f64(1.0, requires_grad=True)).requires_grad
     assert cr.is_grad_enabled()
+
+
+def test_inplace_change_through_the_base_of_a_saved_view_raises() -> None:
+    w = f64([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    x = f64([[1.0, -1.0]], requires_grad=True)
+    y = (x @ w.T).sum()  # matmul saves the view w.T
+    with cr.no_grad():
+        w.sub_(0.1)  # e.g. an optimizer step before backward
+    with pytest.raises(RuntimeError, match="in-place"):
+        y.backward()
+    z = (x @ w[0:1].T.reshape(2, 1) * x[:, :1]).sum()
+    z.backward()  # nothing changed: no false alarm
+    np.testing.assert_allclose(x.grad.data, [[0.9 * 2 - 1.9, 1.9]])

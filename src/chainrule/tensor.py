@@ -370,9 +370,24 @@ def record(
                 out._backward = backward
                 saved = parents if saved is None else saved
                 if saved:
-                    out._saved = tuple((s, s._version) for s in saved)
+                    out._saved = tuple(_with_bases(saved))
                 break
     return out
+
+
+_VIEW_OPS = frozenset(("reshape", "transpose", "permute", "expand", "flip", "getitem"))
+
+
+def _with_bases(saved: Iterable[Tensor]) -> list[tuple[Tensor, int]]:
+    """(tensor, version) of each saved tensor and, for a view, of the tensors whose memory it shares,
+    so that an in-place change through the base (e.g. an optimizer step on `w` after `x @ w.T`) is caught."""
+    pairs = []
+    for s in saved:
+        pairs.append((s, s._version))
+        while s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data):
+            s = s._prev[0]
+            pairs.append((s, s._version))
+    return pairs
 
 
 # ----------------------------------------------------------------------------- engine
