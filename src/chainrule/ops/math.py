@@ -36,29 +36,12 @@ def add(a: Any, b: Any) -> Tensor:
 
 def sub(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("sub", np.subtract, a, b)
-    return record(
-        "sub",
-        out,
-        (a, b),
-        lambda g: (unbroadcast(g, a.shape), -unbroadcast(g, b.shape) if b.requires_grad else None),
-        saved=(),
-    )
-
-
-# `... if x.requires_grad else None` skips the work for a constant operand.
+    return record("sub", out, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), saved=())
 
 
 def mul(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("mul", np.multiply, a, b)
-    return record(
-        "mul",
-        out,
-        (a, b),
-        lambda g: (
-            unbroadcast(g * b, a.shape) if a.requires_grad else None,
-            unbroadcast(g * a, b.shape) if b.requires_grad else None,
-        ),
-    )
+    return record("mul", out, (a, b), lambda g: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)))
 
 
 def div(a: Any, b: Any) -> Tensor:
@@ -76,8 +59,8 @@ def div(a: Any, b: Any) -> Tensor:
 
 def pow(a: Any, b: Any) -> Tensor:
     """a ** b. d/da = b·a^(b-1); d/db = a^b·ln(a) (taken as 0 where a = 0 and b >= 0, as PyTorch)."""
-    if isinstance(b, int | float) and isinstance(a, Tensor):  # the common case: a constant exponent
-        c = b
+    if not isinstance(b, Tensor) and isinstance(a, Tensor):  # the common case: a constant exponent
+        c = float(b) if not isinstance(b, int) else b
         out = a.data**c
         if c == 0:
             return record("pow", out, (a,), lambda g: (g * 0.0,), saved=())
