@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 import chainrule as cr
 
-SETTINGS = settings(max_examples=20, deadline=None)
+SETTINGS = settings(max_examples=25, deadline=None)
 RTOL, ATOL = 1e-10, 1e-12
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=4)
@@ -165,6 +165,26 @@ def test_scalar_keeps_tensor_dtype() -> None:
     for y in (x + 1, 1 + x, x * 2.5, 2.5 * x, x / 3, 3 / x, x - 1.0, 1.0 - x, x**2, 2**x, -x):
         assert y.dtype == cr.float32
     assert (cr.ones(2, dtype=cr.float64) * 2.0).dtype == cr.float64
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        lambda m: m.arange(3) * 0.5,
+        lambda m: 1.5 + m.arange(3),
+        lambda m: m.arange(3) + m.ones(3),
+        lambda m: m.ones(3, dtype=m.float64) * m.arange(3),
+        lambda m: m.tensor([True, False]) * m.ones(2),
+        lambda m: m.arange(3) * 2,
+        lambda m: m.tensor([True, False]) + m.arange(2),
+        lambda m: m.maximum(m.arange(3), m.ones(3) * 1.5),
+        lambda m: m.ones(2, 3)[[]],
+    ],
+)
+def test_dtype_promotion_matches_torch(fn) -> None:
+    got, want = fn(cr), fn(torch)
+    assert got.dtype.name == _dtype_name(want) and got.shape == tuple(want.shape)
+    np.testing.assert_array_equal(got.data, want.numpy())
 
 
 def test_binary_shape_mismatch_names_op_and_shapes() -> None:

@@ -23,10 +23,14 @@ def _binary(op: str, fn: Any, a: Any, b: Any) -> tuple[Tensor, Tensor, np.ndarra
     elif not isinstance(b, Tensor):
         b = const(b, a)
     try:
-        return a, b, fn(a.data, b.data)
+        out = fn(a.data, b.data)
     except ValueError:
         check_broadcast(op, a, b)
         raise
+    da, db = a.data.dtype, b.data.dtype
+    if da is not db and (da.kind == "f") != (db.kind == "f"):  # int op float: the float's dtype, as PyTorch
+        out = out.astype(da if da.kind == "f" else db, copy=False)
+    return a, b, out
 
 
 def add(a: Any, b: Any) -> Tensor:

@@ -167,7 +167,7 @@ def _index(index: Any) -> Any:
     if isinstance(index, Tensor):
         return index.data
     if isinstance(index, list):
-        return np.asarray(index)
+        return np.asarray(index) if index else np.zeros(0, np.int64)
     if isinstance(index, tuple):
         return tuple(_index(i) for i in index)
     return index
