@@ -129,6 +129,7 @@ BINARY = {
     "maximum": lambda m, x, y: m.maximum(x, y),
     "minimum": lambda m, x, y: m.minimum(x, y),
     "where": lambda m, x, y: m.where(x > y, x, y),
+    "max_other": lambda m, x, y: m.max(x, y) - x.min(y),
     "method_chain": lambda m, x, y: x.mul(y).add(x).sub(y).div(y.abs() + 1),
 }
 

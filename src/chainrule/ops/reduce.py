@@ -12,7 +12,7 @@ import numpy as np
 
 from ..tensor import Tensor, record
 from ._util import keep_shape, norm_dims
-from .math import where
+from .math import maximum, minimum, where
 
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
@@ -82,11 +82,11 @@ def amin(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     return _extreme("amin", np.min, a, dim, keepdim)
 
 
-def _max_or_min(arg: Any, reduce: Any, a: Tensor, dim: int | None, keepdim: bool) -> Any:
+def _max_or_min(arg: Any, reduce: Any, a: Tensor, dim: Any, keepdim: bool) -> Any:
     if dim is None:
         return reduce(a)
-    if isinstance(dim, Tensor):
-        raise TypeError("max/min with a tensor argument: use chainrule.maximum / chainrule.minimum")
+    if isinstance(dim, Tensor):  # max(a, other): elementwise, as PyTorch
+        return (maximum if reduce is amax else minimum)(a, dim)
     idx = arg(a, dim, keepdim=True)
     values = a.gather(dim, idx)  # the gradient goes to the selected element only (as PyTorch)
     if not keepdim:
@@ -94,12 +94,13 @@ def _max_or_min(arg: Any, reduce: Any, a: Tensor, dim: int | None, keepdim: bool
     return MinMax(values, idx)
 
 
-def max(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
-    """Without `dim`: the largest value (ties share the gradient). With `dim`: (values, indices)."""
+def max(a: Tensor, dim: int | Tensor | None = None, keepdim: bool = False) -> Any:
+    """Without `dim`: the largest value (ties share the gradient). With `dim`: (values, indices).
+    With a tensor instead of `dim`: the elementwise maximum."""
     return _max_or_min(argmax, amax, a, dim, keepdim)
 
 
-def min(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
+def min(a: Tensor, dim: int | Tensor | None = None, keepdim: bool = False) -> Any:
     return _max_or_min(argmin, amin, a, dim, keepdim)
 
 
