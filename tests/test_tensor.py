@@ -462,3 +462,19 @@ def test_inplace_change_through_the_base_of_a_saved_view_raises() -> None:
     z = (x @ w[0:1].T.reshape(2, 1) * x[:, :1]).sum()
     z.backward()  # nothing changed: no false alarm
     np.testing.assert_allclose(x.grad.data, [[0.9 * 2 - 1.9, 1.9]])
+
+
+def test_iteration_and_grad_wrt_non_leaf() -> None:
+    x = f64([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    rows = list(x)
+    assert len(rows) == 2 and rows[1].tolist() == [3.0, 4.0]
+    (rows[0] * rows[1]).sum().backward()
+    np.testing.assert_allclose(x.grad.data, [[3.0, 4.0], [1.0, 2.0]])
+    with pytest.raises(TypeError, match="0-d"):
+        iter(cr.tensor(1.0))
+    h = x * 2
+    gh, gx = cr.grad((h * h).sum(), [h, x])
+    th = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    want = torch.autograd.grad(((th * 2) * (th * 2)).sum(), th)[0]
+    np.testing.assert_allclose(gh.data, 2 * h.data)
+    np.testing.assert_allclose(gx.data, want.numpy())
