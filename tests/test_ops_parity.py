@@ -145,6 +145,17 @@ def test_binary_broadcasting(name: str, data) -> None:
     check(BINARY[name], x, y)
 
 
+@pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "pow"])
+@SETTINGS
+@given(data=st.data())
+def test_python_scalar_on_either_side(name: str, data) -> None:
+    x = data.draw(values(data.draw(shapes), 0.2, 3.0))
+    c = data.draw(st.one_of(st.integers(1, 3), st.floats(0.2, 3.0)))
+    fn = BINARY[name]
+    check(lambda m, a: fn(m, a, c), x)
+    check(lambda m, a: fn(m, c, a), x)
+
+
 def test_maximum_minimum_ties_split_gradient() -> None:
     x, y = np.array([1.0, 2.0, 3.0]), np.array([1.0, 1.0, 4.0])
     check(BINARY["maximum"], x, y)
