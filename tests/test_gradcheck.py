@@ -26,7 +26,7 @@ def _positive(*shape: int) -> np.ndarray:
 def _distinct(*shape: int) -> np.ndarray:
     """Values at least 0.1 apart, so kinks (max, abs, relu, clamp) are far from every finite difference."""
     n = int(np.prod(shape))
-    return (rng.permutation(n) - n / 2 + 0.5).reshape(shape) * 0.37
+    return (rng.permutation(n) - n / 2 + 0.25).reshape(shape) * 0.37
 
 
 IDX = np.array([2, 0, 2, 1])
@@ -107,6 +107,12 @@ def _inputs(arrays) -> list[Tensor]:
 def test_gradcheck(name: str) -> None:
     fn, arrays = CASES[name]
     assert cr.gradcheck(fn, _inputs(arrays))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_gradgradcheck_every_op(name: str) -> None:
+    fn, arrays = CASES[name]
+    assert cr.gradgradcheck(fn, _inputs(arrays))
 
 
 def test_gradcheck_on_zero_dim_and_size_one() -> None:
