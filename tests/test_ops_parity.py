@@ -229,6 +229,16 @@ def test_matmul(data) -> None:
     check(lambda m, a, b: m.matmul(a, b), x, y)
 
 
+@SETTINGS
+@given(data=st.data())
+def test_linear(data) -> None:
+    lead = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=3))
+    n_in, n_out = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    x, w, b = data.draw(values(lead + (n_in,))), data.draw(values((n_out, n_in))), data.draw(values((n_out,)))
+    check(lambda m, *t: (torch.nn.functional if m is torch else cr.ops).linear(*t), x, w, b)
+    check(lambda m, *t: (torch.nn.functional if m is torch else cr.ops).linear(*t), x, w)
+
+
 # ----------------------------------------------------------------------------- reductions
 
 
