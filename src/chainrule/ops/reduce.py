@@ -17,6 +17,11 @@ from .math import maximum, minimum, where
 MinMax = namedtuple("MinMax", ["values", "indices"])
 
 
+def _dims(dim: Any, ndim: int, op: str) -> tuple[int, ...]:
+    """The reduced dims; None or an empty list means all of them (as in PyTorch)."""
+    return norm_dims(None if isinstance(dim, tuple | list) and not dim else dim, ndim, op)
+
+
 def _spread(g: Tensor, shape: tuple[int, ...], dims: tuple[int, ...], keepdim: bool) -> Tensor:
     """The gradient of a reduction, broadcast back to the input's shape."""
     if not keepdim:
@@ -25,7 +30,7 @@ def _spread(g: Tensor, shape: tuple[int, ...], dims: tuple[int, ...], keepdim: b
 
 
 def sum(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    dims = norm_dims(dim, a.ndim, "sum")
+    dims = _dims(dim, a.ndim, "sum")
     out = np.sum(a.data, axis=dims, keepdims=keepdim)
     return record("sum", np.asarray(out), (a,), lambda g: (_spread(g, a.shape, dims, keepdim),), saved=())
 
@@ -33,7 +38,7 @@ def sum(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
 def mean(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     if a.dtype.kind != "f":
         raise TypeError(f"mean: needs a floating-point tensor, got dtype {a.dtype}")
-    dims = norm_dims(dim, a.ndim, "mean")
+    dims = _dims(dim, a.ndim, "mean")
     n = int(np.prod([a.shape[d] for d in dims])) if a.ndim else 1
     out = np.mean(a.data, axis=dims, keepdims=keepdim)
     return record("mean", np.asarray(out), (a,), lambda g: (_spread(g, a.shape, dims, keepdim) / n,), saved=())
@@ -43,7 +48,7 @@ def var(a: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False, 
     """Variance with Bessel's `correction` (1 by default, as PyTorch): sum((a - mean)²) / (N - correction)."""
     if unbiased is not None:
         correction = int(unbiased)
-    dims = norm_dims(dim, a.ndim, "var")
+    dims = _dims(dim, a.ndim, "var")
     n = int(np.prod([a.shape[d] for d in dims])) if a.ndim else 1
     out = np.var(a.data, axis=dims, ddof=correction, keepdims=keepdim)
 
@@ -66,7 +71,7 @@ def std(a: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False, 
 def _extreme(name: str, fn: Any, a: Tensor, dim: Any, keepdim: bool) -> Tensor:
     if a.data.size == 0:
         raise ValueError(f"{name}: cannot reduce an empty tensor")
-    dims = norm_dims(dim, a.ndim, name)
+    dims = _dims(dim, a.ndim, name)
     out = fn(a.data, axis=dims, keepdims=True)
     mask = a.data == out
     share = (mask / mask.sum(axis=dims, keepdims=True)).astype(a.dtype)  # ties split the gradient evenly
@@ -124,7 +129,7 @@ def _lse(x: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
 
 
 def logsumexp(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    dims = norm_dims(dim, a.ndim, "logsumexp")
+    dims = _dims(dim, a.ndim, "logsumexp")
     lse = _lse(a.data, dims)
     result = lse if keepdim else lse.reshape([n for i, n in enumerate(a.shape) if i not in dims])
     out = record(
