@@ -8,6 +8,8 @@ import time
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chainrule as cr
 
@@ -489,3 +491,60 @@ def test_iteration_and_grad_wrt_non_leaf() -> None:
     want = torch.autograd.grad(((th * 2) * (th * 2)).sum(), th)[0]
     np.testing.assert_allclose(gh.data, 2 * h.data)
     np.testing.assert_allclose(gx.data, want.numpy())
+
+
+# ----------------------------------------------------------------------------- random graphs vs PyTorch
+
+_UNARY = [
+    lambda m, a: a.tanh(),
+    lambda m, a: a.sin() * 0.5,
+    lambda m, a: m.sigmoid(a),
+    lambda m, a: a * a,
+    lambda m, a: (a.abs() + 1).log(),
+    lambda m, a: a.relu(),
+    lambda m, a: -a,
+    lambda m, a: a.flip(0),
+    lambda m, a: a.reshape(-1).reshape(a.shape),
+    lambda m, a: a.softmax(-1),
+    lambda m, a: a.log_softmax(0),
+    lambda m, a: a - a.mean(-1, keepdim=True),
+    lambda m, a: a * a.sum(0, keepdim=True),
+    lambda m, a: a.exp().clamp(max=3.0),
+    lambda m, a: m.cat([a[:1], a[1:]]),
+]
+_BINARY = [
+    lambda m, a, b: a + b,
+    lambda m, a, b: a - b,
+    lambda m, a, b: a * b,
+    lambda m, a, b: a / (b * b + 1),
+    lambda m, a, b: m.maximum(a, b),
+    lambda m, a, b: m.where(a > b, a, b * 2),
+    lambda m, a, b: m.stack([a, b]).sum(0),
+    lambda m, a, b: (a.unsqueeze(-1) * b.unsqueeze(-2)).sum(-1),
+]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6)), min_size=1, max_size=12),
+    st.integers(0, 2**32 - 1),
+)
+def test_random_graphs_match_torch(program, seed: int) -> None:
+    """Random DAGs (values reused many times) of ops on three leaves: same values and gradients as PyTorch."""
+    arrays = [np.random.default_rng(seed + k).standard_normal((3, 4)) for k in range(3)]
+
+    def run(m):
+        leaves = [m.tensor(a, dtype=m.float64, requires_grad=True) for a in arrays]
+        pool = list(leaves)
+        for op, i, j in program:
+            a, b = pool[i % len(pool)], pool[j % len(pool)]
+            if op % 2:
+                pool.append(_UNARY[op // 2 % len(_UNARY)](m, a))
+            else:
+                pool.append(_BINARY[op // 2 % len(_BINARY)](m, a, b))
+        loss = m.stack([p.sum() for p in pool[3:]]).sum()
+        loss.backward()
+        return [loss.detach().numpy()] + [np.zeros((3, 4)) if t.grad is None else t.grad.numpy() for t in leaves]
+
+    for got, want in zip(run(cr), run(torch)):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
