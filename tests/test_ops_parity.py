@@ -6,6 +6,8 @@ so the test also checks that the names, arguments and defaults are PyTorch's.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -329,13 +331,16 @@ def test_softmax(name: str, data) -> None:
     check(lambda m, a: getattr(a, name)(dim=dim), x)
 
 
-@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp"])
-def test_softmax_family_is_stable_for_large_inputs(name: str) -> None:
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "logsumexp", "sigmoid"])
+def test_stable_for_inputs_of_magnitude_1e4(name: str) -> None:
     x = np.array([[1e4, -1e4, 0.0, 1e4 - 1], [-1e4, -1e4 + 2, -1e4 + 1, -1e4]])
-    check(lambda m, a: getattr(a, name)(dim=1), x)
-    check(lambda m, a: getattr(a, name)(dim=0), x)
-    out = getattr(cr.tensor(x), name)(dim=1)
-    assert np.isfinite(out.data).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value warning from NumPy
+        for dim in (0, 1):
+            check(lambda m, a: getattr(a, name)(dim=dim) if name != "sigmoid" else a.sigmoid() * dim, x)
+        for dtype in (cr.float32, cr.float64):
+            out = getattr(cr.tensor(x, dtype=dtype), name)(*([1] if name != "sigmoid" else []))
+            assert np.isfinite(out.data).all()
 
 
 # ----------------------------------------------------------------------------- shape ops
