@@ -96,6 +96,8 @@ CASES = {
     "getitem_mask": (lambda x: x[x > 0], [_distinct(3, 4)]),
     "gather": (lambda x: x.gather(1, cr.tensor([[0, 0, 2], [1, 2, 2]])), [_normal(2, 3)]),
     "index_select": (lambda x: cr.index_select(x, 0, cr.tensor(IDX)), [_normal(3, 2)]),
+    "comparisons": (lambda x, y: x * (x > y) + y * (x <= y) - x * (x == y) + (x != 0) * y, [_distinct(4), _normal(4)]),
+    "argmax_argmin": (lambda x: x.gather(1, x.argmax(1, keepdim=True)) - x[:, x.argmin(0)], [_distinct(2, 3)]),
 }
 
 
