@@ -125,6 +125,8 @@ def test_gradcheck_with_non_differentiable_input() -> None:
     x = cr.tensor(_normal(3), dtype=cr.float64, requires_grad=True)
     c = cr.tensor(_normal(3), dtype=cr.float64)
     assert cr.gradcheck(lambda a, b: a * b, (x, c))
+    assert cr.gradcheck(lambda a, k, b: (a**k * b).sum(), (x, 3, c))
+    assert cr.gradgradcheck(lambda a, k, b: (a**k * b).sum(), (x, 3, c))
 
 
 # ----------------------------------------------------------------------------- second order
