@@ -548,3 +548,18 @@ def test_random_graphs_match_torch(program, seed: int) -> None:
 
     for got, want in zip(run(cr), run(torch)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_accumulating_after_create_graph_backward() -> None:
+    """Grads stored by a create_graph backward may be shared or read-only views: later backward calls copy."""
+    a, b = f64([1.0, 2.0], requires_grad=True), f64([3.0, 4.0], requires_grad=True)
+    (a + b).sum().backward(create_graph=True)
+    (a * 2 + b).sum().backward()
+    np.testing.assert_allclose(a.grad.data, [3.0, 3.0])
+    np.testing.assert_allclose(b.grad.data, [2.0, 2.0])
+    seed = f64([1.0, 1.0])
+    c = f64([0.0, 0.0], requires_grad=True)
+    (c + 0.0).backward(seed, create_graph=True)
+    c.backward(f64([5.0, 5.0]))
+    np.testing.assert_allclose(seed.data, [1.0, 1.0])
+    np.testing.assert_allclose(c.grad.data, [6.0, 6.0])

@@ -495,7 +495,10 @@ def run_backward(
 
 def _accumulate(t: Tensor, g: Tensor, create_graph: bool, stolen: set[int], shared: set[int]) -> None:
     if create_graph:
-        t.grad = g if t.grad is None else t.grad + g
+        if t.grad is None:  # keep g's graph; a constant g may be shared (e.g. by both sides of an add): copy it
+            t.grad = g if g.requires_grad else Tensor(g.data.copy())
+        else:
+            t.grad = t.grad + g
         return
     if t.grad is None:
         arr = g.data
@@ -505,7 +508,7 @@ def _accumulate(t: Tensor, g: Tensor, create_graph: bool, stolen: set[int], shar
         t.grad = Tensor(arr)
     else:
         t.grad._version += 1
-        if t.grad.requires_grad:
+        if t.grad.requires_grad or not t.grad.data.flags.writeable:
             t.grad = Tensor(t.grad.data + g.data)
         else:
             np.add(t.grad.data, g.data, out=t.grad.data, casting="same_kind")
