@@ -563,3 +563,14 @@ def test_accumulating_after_create_graph_backward() -> None:
     c.backward(f64([5.0, 5.0]))
     np.testing.assert_allclose(seed.data, [1.0, 1.0])
     np.testing.assert_allclose(c.grad.data, [6.0, 6.0])
+
+
+def test_backward_inputs_matches_torch() -> None:
+    def run(lib):
+        x = lib.tensor([1.0, 2.0], dtype=lib.float64, requires_grad=True)
+        w = lib.tensor([3.0, -1.0], dtype=lib.float64, requires_grad=True)
+        h = x * w
+        (h * h).sum().backward(inputs=[h, w])
+        return [None if t.grad is None else t.grad.numpy().tolist() for t in (x, w, h)]
+
+    assert run(cr) == run(torch)

@@ -463,7 +463,7 @@ def run_backward(
                 if accumulate and (wanted is None or tid in wanted):
                     _accumulate(t, g, create_graph, stolen, user_given)
                 continue
-            if t._retains_grad and accumulate:
+            if accumulate and (t._retains_grad or (wanted is not None and tid in wanted)):
                 _accumulate(t, g, create_graph, stolen, user_given | {id(g.data)})
             if t._backward is None:
                 raise RuntimeError(
