@@ -589,6 +589,9 @@ def ones(*size: int, dtype: Any = None, requires_grad: bool = False) -> Tensor:
 
 
 def full(size: Sequence[int], fill_value: float, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """`size` filled with `fill_value`; without `dtype`, a bool or int value gives bool or int64 (as PyTorch)."""
+    if dtype is None and isinstance(fill_value, bool | int | np.integer | np.bool_):
+        dtype = bool_ if isinstance(fill_value, bool | np.bool_) else int64
     return Tensor(np.full(tuple(size), fill_value, _dt(dtype)), requires_grad=requires_grad)
 
 
