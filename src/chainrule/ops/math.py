@@ -51,7 +51,7 @@ def mul(a: Any, b: Any) -> Tensor:
 def div(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("div", np.true_divide, a, b)
     if a.dtype.kind != "f" and b.dtype.kind != "f":  # int / int: the default float dtype, as PyTorch
-        from ..tensor import get_default_dtype  # (imported here to keep this module's imports stable)
+        from ..tensor import get_default_dtype
 
         out = out.astype(get_default_dtype(), copy=False)
     return record(
