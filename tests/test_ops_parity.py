@@ -194,6 +194,8 @@ def test_scalar_keeps_tensor_dtype() -> None:
         lambda m: m.maximum(m.arange(3), m.ones(3) * 1.5),
         lambda m: m.ones(2, 3)[[]],
         lambda m: m.arange(4) / 2,
+        lambda m: m.where(m.arange(3) > 0, 1.0, 0.0),
+        lambda m: m.where(m.arange(3) > 0, 2, -1),
         lambda m: 3 / m.arange(1, 4),
         lambda m: m.arange(4) / m.ones(4, dtype=m.float64),
     ],

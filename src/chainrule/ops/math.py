@@ -247,7 +247,7 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
     c = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
     c = c.astype(bool, copy=False)
     if not isinstance(a, Tensor):
-        a = const(a, b) if isinstance(b, Tensor) else Tensor(np.asarray(a))
+        a = const(a, b) if isinstance(b, Tensor) else Tensor(a)
     if not isinstance(b, Tensor):
         b = const(b, a)
     try:
