@@ -503,6 +503,8 @@ def test_getitem_boolean_mask(data) -> None:
         (np.array([0, 1, 1]), slice(None), np.array([2, 2, 0])),
         (-1, Ellipsis, None, 2),
         np.array([True, False, True]),
+        (np.array(1), slice(None), np.array([0, 1])),
+        (np.array([0, 2]), np.array(3), slice(1, 3)),
     ],
 )
 def test_getitem_mixed(index) -> None:

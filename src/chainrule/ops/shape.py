@@ -164,8 +164,8 @@ def flip(a: Tensor, dims: Any) -> Tensor:
 
 def _index(index: Any) -> Any:
     """A Tensor, list or tuple index as NumPy understands it."""
-    if isinstance(index, Tensor):
-        return index.data
+    if isinstance(index, Tensor):  # a 0-d integer tensor acts as an int (as PyTorch)
+        return int(index.data) if index.ndim == 0 and index.dtype.kind in "iu" else index.data
     if isinstance(index, list):
         return np.asarray(index) if index else np.zeros(0, np.int64)
     if isinstance(index, tuple):
