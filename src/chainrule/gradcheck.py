@@ -37,12 +37,17 @@ def _numerical(
     return num
 
 
+def _diff(t: Any) -> bool:
+    """Whether an input is differentiated (other inputs, Tensors or not, are passed through as constants)."""
+    return isinstance(t, Tensor) and t.requires_grad
+
+
 def _prepare(inputs: Any) -> tuple[Tensor, ...]:
     inputs = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     for k, t in enumerate(inputs):
-        if t.requires_grad and t.dtype != np.float64:
+        if _diff(t) and t.dtype != np.float64:
             raise TypeError(f"gradcheck: input {k} has dtype {t.dtype}; finite differences need float64")
-        if t.requires_grad and not t.data.flags.c_contiguous:
+        if _diff(t) and not t.data.flags.c_contiguous:
             t.data = np.ascontiguousarray(t.data)
     return inputs
 
@@ -66,7 +71,7 @@ def gradcheck(
     rng = np.random.default_rng(seed)
     outs = _outputs(fn, inputs)
     weights = [rng.standard_normal(o.shape) for o in outs]
-    diff_inputs = [t for t in inputs if t.requires_grad]
+    diff_inputs = [t for t in inputs if _diff(t)]
     used = [o for o in outs if o.requires_grad]
     analytic: tuple[Tensor | None, ...] = (None,) * len(diff_inputs)
     if used:
@@ -78,7 +83,7 @@ def gradcheck(
         )
     k = 0
     for i, t in enumerate(inputs):
-        if not t.requires_grad:
+        if not _diff(t):
             continue
         a = analytic[k]
         k += 1
@@ -90,7 +95,8 @@ def gradcheck(
             if not raise_exception:
                 return False
             raise GradcheckError(
-                f"gradcheck: input {i} (shape {t.shape}), element {idx}: analytical {a[idx]!r} vs numerical {n[idx]!r}"
+                f"gradcheck: input {i} (shape {t.shape}), element {idx}: "
+                f"analytical {float(a[idx])!r} vs numerical {float(n[idx])!r}"
             )
     return True
 
@@ -109,7 +115,7 @@ def gradgradcheck(
     rng = np.random.default_rng(seed + 1)
     outs = _outputs(fn, inputs)
     weights = [Tensor(rng.standard_normal(o.shape)) for o in outs]
-    diff = [i for i, t in enumerate(inputs) if t.requires_grad]
+    diff = [i for i, t in enumerate(inputs) if _diff(t)]
 
     def vjp(*xs: Tensor) -> tuple[Tensor, ...]:
         os_ = _outputs(fn, xs)

@@ -72,21 +72,38 @@ class _SetGrad:
         return wrapper
 
 
-class no_grad(_SetGrad):
-    """Nothing computed inside is recorded for differentiation."""
+class _NoArgSetGrad(_SetGrad):
+    def __new__(cls, fn: Callable | None = None) -> Any:
+        self = super().__new__(cls)
+        return self if fn is None else self(fn)  # also usable as a bare decorator: @no_grad
+
+
+class no_grad(_NoArgSetGrad):
+    """Nothing computed inside is recorded for differentiation (context manager or decorator)."""
 
     mode = False
 
 
-class enable_grad(_SetGrad):
-    """Re-enable recording inside a `no_grad` block."""
+class enable_grad(_NoArgSetGrad):
+    """Re-enable recording inside a `no_grad` block (context manager or decorator)."""
 
     mode = True
 
 
 class set_grad_enabled(_SetGrad):
+    """Turn recording on or off: at once when called, or for a `with` block or a decorated function."""
+
     def __init__(self, mode: bool) -> None:
         self.mode = bool(mode)
+        self._prev = _GradMode.enabled
+        _GradMode.enabled = self.mode
+
+    def __enter__(self) -> None:
+        pass
+
+    def __call__(self, fn: Callable) -> Callable:
+        _GradMode.enabled = self._prev
+        return super().__call__(fn)
 
 
 # ----------------------------------------------------------------------------- tensor
@@ -353,9 +370,24 @@ def record(
                 out._backward = backward
                 saved = parents if saved is None else saved
                 if saved:
-                    out._saved = tuple((s, s._version) for s in saved)
+                    out._saved = tuple(_with_bases(saved))
                 break
     return out
+
+
+_VIEW_OPS = frozenset(("reshape", "transpose", "permute", "expand", "flip", "getitem"))
+
+
+def _with_bases(saved: Iterable[Tensor]) -> list[tuple[Tensor, int]]:
+    """(tensor, version) of each saved tensor and, for a view, of the tensors whose memory it shares,
+    so that an in-place change through the base (e.g. an optimizer step on `w` after `x @ w.T`) is caught."""
+    pairs = []
+    for s in saved:
+        pairs.append((s, s._version))
+        while s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data):
+            s = s._prev[0]
+            pairs.append((s, s._version))
+    return pairs
 
 
 # ----------------------------------------------------------------------------- engine
@@ -431,7 +463,7 @@ def run_backward(
                 if accumulate and (wanted is None or tid in wanted):
                     _accumulate(t, g, create_graph, stolen, user_given)
                 continue
-            if t._retains_grad and accumulate:
+            if accumulate and (t._retains_grad or (wanted is not None and tid in wanted)):
                 _accumulate(t, g, create_graph, stolen, user_given | {id(g.data)})
             if t._backward is None:
                 raise RuntimeError(
@@ -463,7 +495,10 @@ def run_backward(
 
 def _accumulate(t: Tensor, g: Tensor, create_graph: bool, stolen: set[int], shared: set[int]) -> None:
     if create_graph:
-        t.grad = g if t.grad is None else t.grad + g
+        if t.grad is None:  # keep g's graph; a constant g may be shared (e.g. by both sides of an add): copy it
+            t.grad = g if g.requires_grad else Tensor(g.data.copy())
+        else:
+            t.grad = t.grad + g
         return
     if t.grad is None:
         arr = g.data
@@ -473,7 +508,7 @@ def _accumulate(t: Tensor, g: Tensor, create_graph: bool, stolen: set[int], shar
         t.grad = Tensor(arr)
     else:
         t.grad._version += 1
-        if t.grad.requires_grad:
+        if t.grad.requires_grad or not t.grad.data.flags.writeable:
             t.grad = Tensor(t.grad.data + g.data)
         else:
             np.add(t.grad.data, g.data, out=t.grad.data, casting="same_kind")
@@ -554,6 +589,9 @@ def ones(*size: int, dtype: Any = None, requires_grad: bool = False) -> Tensor:
 
 
 def full(size: Sequence[int], fill_value: float, dtype: Any = None, requires_grad: bool = False) -> Tensor:
+    """`size` filled with `fill_value`; without `dtype`, a bool or int value gives bool or int64 (as PyTorch)."""
+    if dtype is None and isinstance(fill_value, bool | int | np.integer | np.bool_):
+        dtype = bool_ if isinstance(fill_value, bool | np.bool_) else int64
     return Tensor(np.full(tuple(size), fill_value, _dt(dtype)), requires_grad=requires_grad)
 
 

@@ -223,3 +223,12 @@ Tensor.expand_as = lambda self, other: expand(self, *other.shape)
 Tensor.view_as = lambda self, other: reshape(self, *other.shape)
 Tensor.reshape_as = Tensor.view_as
 Tensor.square = lambda self: mul(self, self)
+
+
+def _iter(self: Tensor) -> Any:
+    if self.ndim == 0:
+        raise TypeError("iteration over a 0-d tensor")
+    return iter(unbind(self, 0))
+
+
+Tensor.__iter__ = _iter

@@ -38,13 +38,10 @@ def norm_dims(dim: Any, ndim: int, op: str = "op") -> tuple[int, ...]:
     if dim is None:
         return tuple(range(ndim))
     dims = (dim,) if isinstance(dim, int | np.integer) else tuple(dim)
-    out = []
     for d in dims:
-        d = int(d)
         if not -max(ndim, 1) <= d < max(ndim, 1):
             raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
-        out.append(d % ndim if ndim else 0)
-    return tuple(sorted(set(out)))
+    return tuple(sorted({int(d) % ndim for d in dims})) if ndim else ()  # a 0-d tensor accepts dim 0 and -1
 
 
 def keep_shape(shape: tuple[int, ...], dims: tuple[int, ...]) -> tuple[int, ...]:

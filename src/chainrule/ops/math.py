@@ -23,10 +23,14 @@ def _binary(op: str, fn: Any, a: Any, b: Any) -> tuple[Tensor, Tensor, np.ndarra
     elif not isinstance(b, Tensor):
         b = const(b, a)
     try:
-        return a, b, fn(a.data, b.data)
+        out = fn(a.data, b.data)
     except ValueError:
         check_broadcast(op, a, b)
         raise
+    da, db = a.data.dtype, b.data.dtype
+    if da is not db and (da.kind == "f") != (db.kind == "f"):  # int op float: the float's dtype, as PyTorch
+        out = out.astype(da if da.kind == "f" else db, copy=False)
+    return a, b, out
 
 
 def add(a: Any, b: Any) -> Tensor:
@@ -46,7 +50,19 @@ def mul(a: Any, b: Any) -> Tensor:
 
 def div(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("div", np.true_divide, a, b)
-    return record("div", out, (a, b), lambda g: (unbroadcast(g / b, a.shape), unbroadcast(-g * a / (b * b), b.shape)))
+    if a.dtype.kind != "f" and b.dtype.kind != "f":  # int / int: the default float dtype, as PyTorch
+        from ..tensor import get_default_dtype
+
+        out = out.astype(get_default_dtype(), copy=False)
+    return record(
+        "div",
+        out,
+        (a, b),
+        lambda g: (
+            unbroadcast(g / b, a.shape) if a.requires_grad else None,
+            unbroadcast(-g * a / (b * b), b.shape) if b.requires_grad else None,
+        ),
+    )
 
 
 def pow(a: Any, b: Any) -> Tensor:
@@ -54,13 +70,15 @@ def pow(a: Any, b: Any) -> Tensor:
     if not isinstance(b, Tensor) and isinstance(a, Tensor):  # the common case: a constant exponent
         c = float(b) if not isinstance(b, int) else b
         out = a.data**c
+        if c == 0:
+            return record("pow", out, (a,), lambda g: (g * 0.0,), saved=())
         if c == 2:
             return record("pow", out, (a,), lambda g: (g * 2.0 * a,))
         return record("pow", out, (a,), lambda g: (g * c * a ** (c - 1),))
     a, b, out = _binary("pow", np.power, a, b)
 
     def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        ga = unbroadcast(g * b * a ** (b - 1), a.shape) if a.requires_grad else None
+        ga = unbroadcast(where(b.data == 0, 0.0, g * b * a ** (b - 1)), a.shape) if a.requires_grad else None
         gb = None
         if b.requires_grad:
             safe_log = where(a.data == 0, 0.0, Tensor(np.log(np.where(a.data == 0, 1, a.data))))
@@ -85,12 +103,12 @@ def matmul(a: Any, b: Any) -> Tensor:
 
     def backward(g: Tensor) -> tuple[Tensor, Tensor]:
         if a.ndim == 2 and b.ndim == 2:
-            return g @ b.mT, a.mT @ g
+            return (g @ b.mT if a.requires_grad else None), (a.mT @ g if b.requires_grad else None)
         a2 = a.reshape(1, -1) if a.ndim == 1 else a
         b2 = b.reshape(-1, 1) if b.ndim == 1 else b
         g2 = g.reshape(np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]) + (a2.shape[-2], b2.shape[-1]))
-        ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape)
-        gb = unbroadcast(a2.mT @ g2, b2.shape).reshape(b.shape)
+        ga = unbroadcast(g2 @ b2.mT, a2.shape).reshape(a.shape) if a.requires_grad else None
+        gb = unbroadcast(a2.mT @ g2, b2.shape).reshape(b.shape) if b.requires_grad else None
         return ga, gb
 
     return record("matmul", out, (a, b), backward)
@@ -229,10 +247,15 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
     c = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
     c = c.astype(bool, copy=False)
     if not isinstance(a, Tensor):
-        a = const(a, b) if isinstance(b, Tensor) else Tensor(np.asarray(a))
+        a = const(a, b) if isinstance(b, Tensor) else Tensor(a)
     if not isinstance(b, Tensor):
         b = const(b, a)
-    out = np.where(c, a.data, b.data)
+    try:
+        out = np.where(c, a.data, b.data)
+    except ValueError:
+        raise ValueError(
+            f"where: condition {c.shape}, input {a.shape} and other {b.shape} cannot be broadcast together"
+        ) from None
     zero = Tensor(np.zeros((), out.dtype))
     return record(
         "where",

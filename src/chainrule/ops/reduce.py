@@ -12,8 +12,14 @@ import numpy as np
 
 from ..tensor import Tensor, record
 from ._util import keep_shape, norm_dims
+from .math import maximum, minimum, where
 
 MinMax = namedtuple("MinMax", ["values", "indices"])
+
+
+def _dims(dim: Any, ndim: int, op: str) -> tuple[int, ...]:
+    """The reduced dims; None or an empty list means all of them (as in PyTorch)."""
+    return norm_dims(None if isinstance(dim, tuple | list) and not dim else dim, ndim, op)
 
 
 def _spread(g: Tensor, shape: tuple[int, ...], dims: tuple[int, ...], keepdim: bool) -> Tensor:
@@ -24,7 +30,7 @@ def _spread(g: Tensor, shape: tuple[int, ...], dims: tuple[int, ...], keepdim: b
 
 
 def sum(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    dims = norm_dims(dim, a.ndim, "sum")
+    dims = _dims(dim, a.ndim, "sum")
     out = np.sum(a.data, axis=dims, keepdims=keepdim)
     return record("sum", np.asarray(out), (a,), lambda g: (_spread(g, a.shape, dims, keepdim),), saved=())
 
@@ -32,7 +38,7 @@ def sum(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
 def mean(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     if a.dtype.kind != "f":
         raise TypeError(f"mean: needs a floating-point tensor, got dtype {a.dtype}")
-    dims = norm_dims(dim, a.ndim, "mean")
+    dims = _dims(dim, a.ndim, "mean")
     n = int(np.prod([a.shape[d] for d in dims])) if a.ndim else 1
     out = np.mean(a.data, axis=dims, keepdims=keepdim)
     return record("mean", np.asarray(out), (a,), lambda g: (_spread(g, a.shape, dims, keepdim) / n,), saved=())
@@ -42,25 +48,30 @@ def var(a: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False, 
     """Variance with Bessel's `correction` (1 by default, as PyTorch): sum((a - mean)²) / (N - correction)."""
     if unbiased is not None:
         correction = int(unbiased)
-    dims = norm_dims(dim, a.ndim, "var")
+    dims = _dims(dim, a.ndim, "var")
     n = int(np.prod([a.shape[d] for d in dims])) if a.ndim else 1
     out = np.var(a.data, axis=dims, ddof=correction, keepdims=keepdim)
 
+    scale = 2.0 / (n - correction) if n != correction else float("nan")  # 0/0 -> nan, as PyTorch
+
     def backward(g: Tensor) -> tuple[Tensor]:
-        centered = a - a.mean(dims, keepdim=True)
-        return (_spread(g, a.shape, dims, keepdim) * centered * (2.0 / (n - correction)),)
+        return (_spread(g, a.shape, dims, keepdim) * (a - a.mean(dims, keepdim=True)) * scale,)
 
     return record("var", np.asarray(out), (a,), backward)
 
 
 def std(a: Tensor, dim: Any = None, correction: int = 1, keepdim: bool = False, unbiased: bool | None = None) -> Tensor:
-    return var(a, dim, correction, keepdim, unbiased).sqrt()
+    """sqrt(var); where it is 0 (a constant slice) the gradient is 0, as in PyTorch."""
+    v = var(a, dim, correction, keepdim, unbiased)
+    zero = v.data == 0
+    out = record("std", np.sqrt(v.data), (v,), lambda g: (where(zero, 0.0, g / (where(zero, 1.0, out) * 2.0)),))
+    return out
 
 
 def _extreme(name: str, fn: Any, a: Tensor, dim: Any, keepdim: bool) -> Tensor:
     if a.data.size == 0:
         raise ValueError(f"{name}: cannot reduce an empty tensor")
-    dims = norm_dims(dim, a.ndim, name)
+    dims = _dims(dim, a.ndim, name)
     out = fn(a.data, axis=dims, keepdims=True)
     mask = a.data == out
     share = (mask / mask.sum(axis=dims, keepdims=True)).astype(a.dtype)  # ties split the gradient evenly
@@ -76,11 +87,11 @@ def amin(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
     return _extreme("amin", np.min, a, dim, keepdim)
 
 
-def _max_or_min(arg: Any, reduce: Any, a: Tensor, dim: int | None, keepdim: bool) -> Any:
+def _max_or_min(arg: Any, reduce: Any, a: Tensor, dim: Any, keepdim: bool) -> Any:
     if dim is None:
         return reduce(a)
-    if isinstance(dim, Tensor):
-        raise TypeError("max/min with a tensor argument: use chainrule.maximum / chainrule.minimum")
+    if isinstance(dim, Tensor):  # max(a, other): elementwise, as PyTorch
+        return (maximum if reduce is amax else minimum)(a, dim)
     idx = arg(a, dim, keepdim=True)
     values = a.gather(dim, idx)  # the gradient goes to the selected element only (as PyTorch)
     if not keepdim:
@@ -88,12 +99,13 @@ def _max_or_min(arg: Any, reduce: Any, a: Tensor, dim: int | None, keepdim: bool
     return MinMax(values, idx)
 
 
-def max(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
-    """Without `dim`: the largest value (ties share the gradient). With `dim`: (values, indices)."""
+def max(a: Tensor, dim: int | Tensor | None = None, keepdim: bool = False) -> Any:
+    """Without `dim`: the largest value (ties share the gradient). With `dim`: (values, indices).
+    With a tensor instead of `dim`: the elementwise maximum."""
     return _max_or_min(argmax, amax, a, dim, keepdim)
 
 
-def min(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Any:
+def min(a: Tensor, dim: int | Tensor | None = None, keepdim: bool = False) -> Any:
     return _max_or_min(argmin, amin, a, dim, keepdim)
 
 
@@ -117,7 +129,7 @@ def _lse(x: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
 
 
 def logsumexp(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
-    dims = norm_dims(dim, a.ndim, "logsumexp")
+    dims = _dims(dim, a.ndim, "logsumexp")
     lse = _lse(a.data, dims)
     result = lse if keepdim else lse.reshape([n for i, n in enumerate(a.shape) if i not in dims])
     out = record(
@@ -131,6 +143,7 @@ def logsumexp(a: Tensor, dim: Any = None, keepdim: bool = False) -> Tensor:
 
 def softmax(a: Tensor, dim: int = -1) -> Tensor:
     x = a.data
+    dim = norm_dims(dim, a.ndim, "softmax")
     e = np.exp(x - np.max(x, axis=dim, keepdims=True))
     out = record(
         "softmax",
@@ -148,7 +161,7 @@ def log_softmax(a: Tensor, dim: int = -1) -> Tensor:
         "log_softmax",
         a.data - _lse(a.data, dims),
         (a,),
-        lambda g: (g - out.exp() * g.sum(dim, keepdim=True),),
+        lambda g: (g - out.exp() * g.sum(dims, keepdim=True),),
         saved=(),
     )
     return out

@@ -164,10 +164,10 @@ def flip(a: Tensor, dims: Any) -> Tensor:
 
 def _index(index: Any) -> Any:
     """A Tensor, list or tuple index as NumPy understands it."""
-    if isinstance(index, Tensor):
-        return index.data
+    if isinstance(index, Tensor):  # a 0-d integer tensor acts as an int (as PyTorch)
+        return int(index.data) if index.ndim == 0 and index.dtype.kind in "iu" else index.data
     if isinstance(index, list):
-        return np.asarray(index)
+        return np.asarray(index) if index else np.zeros(0, np.int64)
     if isinstance(index, tuple):
         return tuple(_index(i) for i in index)
     return index
@@ -178,8 +178,32 @@ def _is_basic(index: Any) -> bool:
     return all(isinstance(i, int | slice | np.integer) or i is None or i is Ellipsis for i in items)
 
 
+def _split_ints(index: tuple) -> tuple[tuple, tuple]:
+    """(integers, the rest) of an index mixing integers and arrays, applied one after the other.
+
+    PyTorch selects with integers first; NumPy treats them as arrays, which can move the result's dims.
+    """
+    first, rest = [], []
+    for i in index:
+        if isinstance(i, int | np.integer) and not isinstance(i, bool):
+            first.append(i)
+        elif i is None:
+            rest.append(i)
+        elif i is Ellipsis or isinstance(i, slice):
+            first.append(slice(None) if i is not Ellipsis else i)
+            rest.append(i)
+        else:  # an array; a boolean mask covers mask.ndim dims
+            first.extend([slice(None)] * (np.ndim(i) if np.asarray(i).dtype == bool else 1))
+            rest.append(i)
+    return tuple(first), tuple(rest)
+
+
 def getitem(a: Tensor, index: Any) -> Tensor:
     index = _index(index)
+    if isinstance(index, tuple) and not _is_basic(index):
+        first, rest = _split_ints(index)
+        if len(rest) < len(index):
+            return getitem(getitem(a, first), rest)
     try:
         out = a.data[index]
     except IndexError as e:
@@ -212,6 +236,8 @@ def gather(a: Tensor, dim: int, index: Tensor) -> Tensor:
     idx = index.data if isinstance(index, Tensor) else np.asarray(index)
     if idx.ndim != a.ndim:
         raise ValueError(f"gather: index has {idx.ndim} dims but the input has {a.ndim} (shape {a.shape})")
+    if a.ndim == 0:
+        return gather(a.reshape(1), 0, idx.reshape(1)).reshape(())
     dim = dim % a.ndim
     if idx.size and (idx.min() < -a.shape[dim] or idx.max() >= a.shape[dim]):
         raise IndexError(f"gather: index out of range for dim {dim} of size {a.shape[dim]}")
