@@ -68,6 +68,19 @@ def checksum(tensors: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/Infinity: such floats (e.g. an undefined R²) are stored as null."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj
+
+
 def have_safetensors() -> bool:
     try:
         import safetensors.numpy  # noqa: F401
@@ -88,7 +101,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
         if a.dtype.kind not in "biuf":
             raise ModelFileError(f"{path}: cannot save {k!r} of dtype {a.dtype}")
     meta = {"format": "chainrule", "version": FORMAT_VERSION, **(metadata or {}), "checksum": checksum(arrays)}
-    text = json.dumps(meta, allow_nan=False)
+    text = json.dumps(_finite(meta), allow_nan=False)
     if path.endswith(".npz"):
         arrays[_NPZ_META] = np.frombuffer(text.encode(), dtype=np.uint8)
         atomic_write(path, lambda f: np.savez(f, **arrays))
