@@ -410,6 +410,8 @@ def fit(
         if rdir is not None and resume and checkpoint_path(rdir).exists():
             history, st = _load_checkpoint(checkpoint_path(rdir), model, optimizer, scheduler, loader, history)
             _write_metrics_log(rdir, history)
+            if history.stop_reason == "epochs" and st.epoch < epochs:
+                history.stop_reason, history.message = "", ""  # a larger budget continues the run
             if history.stop_reason:
                 if restore_best and st.best_state is not None:
                     model.load_state_dict(st.best_state)

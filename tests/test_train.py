@@ -1,0 +1,263 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule import nn, optim
+from chainrule.data import Standardizer, load_dataset
+from chainrule.errors import ConfigError, ModelFileError, TrainingError
+from chainrule.serialize import load as load_model
+from chainrule.spec import build_model
+from chainrule.train import (
+    Callback,
+    History,
+    RunLock,
+    accuracy,
+    checkpoint_path,
+    evaluate,
+    fit,
+    iter_metrics_log,
+    mae,
+    mse,
+    r2_score,
+)
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def moons(n=120):
+    b = load_dataset("moons", seed=1, n=n)
+    return Standardizer().fit_transform(b.x), b.y
+
+
+def make(seed=0, hidden=8, lr=0.05, opt="adam"):
+    m = build_model(f"mlp:{hidden}", 2, 2, seed=seed)
+    o = optim.Adam(m.parameters(), lr=lr) if opt == "adam" else optim.SGD(m.parameters(), lr=lr, momentum=0.9)
+    return m, nn.CrossEntropyLoss(), o
+
+
+def weights(m):
+    return {k: v.copy() for k, v in m.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_metrics_values():
+    out = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0]])
+    assert accuracy(out, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    y, p = np.array([1.0, 2.0, 3.0]), np.array([1.5, 2.0, 2.0])
+    assert mse(p, y) == pytest.approx((0.25 + 1) / 3)
+    assert mae(p, y) == pytest.approx(1.5 / 3)
+    assert r2_score(p, y) == pytest.approx(1 - 1.25 / 2)
+
+
+def test_learns_moons_and_history_fields():
+    x, y = moons()
+    m, loss, o = make()
+    h = fit(m, loss, o, (x, y), val_data=(x, y), epochs=30, batch_size=16, quiet=True)
+    assert isinstance(h, History) and len(h) == 30 and h.stop_reason == "epochs"
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "time"):
+        assert all(v is not None for v in h[key]), key
+    assert h["train_loss"][-1] < h["train_loss"][0]
+    assert evaluate(m, loss, (x, y))["accuracy"] > 0.85
+    assert h["val_loss"][-1] == pytest.approx(evaluate(m, loss, (x, y))["loss"], rel=1e-5)
+
+
+def test_full_batch_is_one_step_per_epoch():
+    x, y = moons(40)
+    m, loss, o = make(lr=0.01)
+    calls = []
+
+    class Count(Callback):
+        def on_batch_end(self, epoch, batch, loss):
+            calls.append((epoch, batch))
+
+    fit(m, loss, o, (x, y), epochs=3, batch_size=None, callbacks=[Count()], quiet=True)
+    assert calls == [(1, 1), (2, 1), (3, 1)]
+    assert o.state_dict()["state"][0]["step"] == 3
+
+
+def test_same_seed_bit_identical_and_seed_matters():
+    x, y = moons()
+    runs = []
+    for seed in (3, 3, 4):
+        m, loss, o = make(seed=0)
+        fit(m, loss, o, (x, y), epochs=4, batch_size=8, seed=seed, quiet=True)
+        runs.append(weights(m))
+    assert same(runs[0], runs[1])
+    assert not same(runs[0], runs[2])
+
+
+def test_regression_metrics_sine():
+    b = load_dataset("sine", n=200)
+    m = build_model("mlp:16", 1, 1, activation="tanh", seed=0)
+    h = fit(m, nn.MSELoss(), optim.Adam(m.parameters(), lr=0.02), (b.x, b.y), val_data=(b.x, b.y), epochs=40,
+            batch_size=32, quiet=True)
+    assert h.metric == "r2" and h["val_r2"][-1] > 0.8
+    assert h["train_mse"][0] > h["train_mse"][-1]
+
+
+def test_stop_target_loss():
+    x, y = moons()
+    m, loss, o = make()
+    h = fit(m, loss, o, (x, y), epochs=500, batch_size=16, target_loss=0.3, quiet=True)
+    assert h.stop_reason == "target_loss" and h["train_loss"][-1] <= 0.3 < h["train_loss"][-2]
+    assert "target loss" in h.message
+
+
+def test_stop_converged_tol_patience():
+    x, y = moons()
+    m, loss, o = make(lr=1e-6)  # barely moves: improvement < tol at once
+    h = fit(m, loss, o, (x, y), epochs=100, batch_size=None, tol=1e-3, patience=3, quiet=True)
+    assert h.stop_reason == "converged" and len(h) == 4
+    assert "less than 0.001 for 3 epochs" in h.message
+
+
+def test_early_stopping_restores_best():
+    x, y = moons()
+    m, loss, o = make(lr=0.5)  # noisy: the val loss goes up and down
+    xv, yv = x[:30], y[:30]
+    best = {}
+
+    class Snap(Callback):
+        def on_epoch_end(self, epoch, logs, history):
+            best[epoch] = (logs["val_loss"], weights(m))
+
+    h = fit(m, loss, o, (x[30:], y[30:]), val_data=(xv, yv), epochs=200, batch_size=8, early_stopping=3,
+            callbacks=[Snap()], quiet=True)
+    assert h.stop_reason == "early_stopping"
+    vals = h["val_loss"]
+    be = int(np.argmin(vals)) + 1
+    assert h.best_epoch == be and len(h) == be + 3
+    assert same(weights(m), best[be][1])
+
+
+def test_early_stopping_needs_val():
+    x, y = moons()
+    m, loss, o = make()
+    with pytest.raises(ConfigError, match="validation"):
+        fit(m, loss, o, (x, y), epochs=2, early_stopping=2, quiet=True)
+
+
+def test_callback_stop():
+    x, y = moons()
+    m, loss, o = make()
+    h = fit(m, loss, o, (x, y), epochs=50, callbacks=[lambda logs: logs["epoch"] == 2], quiet=True)
+    assert h.stop_reason == "callback" and len(h) == 2
+
+
+def test_divergence_stops_with_epoch_and_batch_keeping_finite_weights():
+    x, y = moons()
+    x = x * 1e3
+    m, loss, o = make(lr=1e6, opt="sgd")
+    h = fit(m, loss, o, (x, y), epochs=20, batch_size=16, quiet=True)
+    assert h.stop_reason == "diverged"
+    assert "epoch" in h.message and "batch" in h.message and "lower learning rate" in h.message
+    assert all(np.isfinite(v).all() for v in m.state_dict().values())
+
+
+def test_divergence_on_nan_gradient():
+    class NanGrad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(np.ones((2, 2), dtype=np.float32))
+
+        def forward(self, x):
+            return (x @ self.w) * cr.tensor(np.float32(0.0)) + (self.w.sum() * cr.tensor(np.float32(np.nan))).detach()
+
+    m = NanGrad()
+    h = fit(m, nn.MSELoss(), optim.SGD(m.parameters(), lr=0.1), (np.ones((4, 2), np.float32), np.ones((4, 2),
+            np.float32)), epochs=3, quiet=True)
+    assert h.stop_reason == "diverged" and "epoch 1, batch 1" in h.message
+
+
+def _train_with_checkpoints(run_dir, epochs, resume=False, scheduler=True):
+    x, y = moons()
+    m, loss, o = make(seed=0, lr=0.05, opt="sgd")
+    sched = optim.lr_scheduler.StepLR(o, 2, 0.5) if scheduler and hasattr(optim, "lr_scheduler") else None
+    h = fit(m, loss, o, (x, y), val_data=(x[:20], y[:20]), epochs=epochs, batch_size=16, seed=7, scheduler=sched,
+            run_dir=run_dir, resume=resume, quiet=True, early_stopping=50)
+    return m, h
+
+
+def test_resume_is_bit_identical(tmp_path):
+    m_full, h_full = _train_with_checkpoints(tmp_path / "a", 8)
+    _train_with_checkpoints(tmp_path / "b", 3)
+    m_res, h_res = _train_with_checkpoints(tmp_path / "b", 8, resume=True)
+    assert same(weights(m_full), weights(m_res))
+    assert [e["train_loss"] for e in h_full.epochs] == [e["train_loss"] for e in h_res.epochs]
+    assert [e["epoch"] for e in iter_metrics_log(tmp_path / "b")] == list(range(1, 9))
+
+
+def test_checkpoint_contents_and_lock(tmp_path):
+    _train_with_checkpoints(tmp_path, 2)
+    p = checkpoint_path(tmp_path)
+    assert p.exists() and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    from chainrule.serialize import load_tensors
+
+    tensors, meta = load_tensors(p)
+    assert meta["epoch"] == 2 and meta["kind"] == "checkpoint" and "loader" in meta["rng"]
+    assert any(k.startswith("optim.") for k in tensors)
+    with RunLock(tmp_path), pytest.raises(TrainingError, match="another training"):
+        _train_with_checkpoints(tmp_path, 3, resume=True)
+
+
+def test_resume_refuses_damaged_checkpoint(tmp_path):
+    _train_with_checkpoints(tmp_path, 2)
+    p = checkpoint_path(tmp_path)
+    raw = bytearray(p.read_bytes())
+    raw[-3] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="checksum"):
+        _train_with_checkpoints(tmp_path, 4, resume=True)
+
+
+def test_bad_arguments():
+    x, y = moons()
+    m, loss, o = make()
+    for kw in ({"epochs": -1}, {"tol": -1.0}, {"patience": 0}, {"checkpoint_every": 0}):
+        with pytest.raises(ConfigError):
+            fit(m, loss, o, (x, y), quiet=True, **kw)
+
+
+def test_plain_progress_lines(capsys):
+    x, y = moons(40)
+    m, loss, o = make()
+    fit(m, loss, o, (x, y), epochs=3, quiet=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and err[0].startswith("epoch 1") and "train_loss" in err[0]
+    fit(m, loss, o, (x, y), epochs=3, quiet=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    """Kill a CLI training with SIGKILL at a few moments; each resume ends bit-identical to a clean run."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    args = ["--data", "spirals", "--model", "mlp:32,32", "--epochs", "25", "--no-plot", "--quiet", "--seed", "1"]
+    clean = tmp_path / "clean"
+    subprocess.run([sys.executable, "-m", "chainrule.cli", "train", *args, "--out", str(clean)], env=env, check=True,
+                   capture_output=True)
+    ref = load_model(clean / "model.safetensors").state_dict()
+    for i, delay in enumerate((0.6, 0.9, 1.2)):
+        run = tmp_path / f"k{i}"
+        proc = subprocess.Popen([sys.executable, "-m", "chainrule.cli", "train", *args, "--out", str(run)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not (run / "config.json").exists():
+            continue  # killed before the run started: nothing to resume
+        r = subprocess.run([sys.executable, "-m", "chainrule.cli", "train", "--resume", str(run), "--quiet",
+                            "--no-plot"], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert same(ref, load_model(run / "model.safetensors").state_dict())
+        assert json.loads((run / "results.json").read_text())["epochs_run"] == 25
