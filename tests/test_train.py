@@ -100,8 +100,16 @@ def test_same_seed_bit_identical_and_seed_matters():
 def test_regression_metrics_sine():
     b = load_dataset("sine", n=200)
     m = build_model("mlp:16", 1, 1, activation="tanh", seed=0)
-    h = fit(m, nn.MSELoss(), optim.Adam(m.parameters(), lr=0.02), (b.x, b.y), val_data=(b.x, b.y), epochs=40,
-            batch_size=32, quiet=True)
+    h = fit(
+        m,
+        nn.MSELoss(),
+        optim.Adam(m.parameters(), lr=0.02),
+        (b.x, b.y),
+        val_data=(b.x, b.y),
+        epochs=40,
+        batch_size=32,
+        quiet=True,
+    )
     assert h.metric == "r2" and h["val_r2"][-1] > 0.8
     assert h["train_mse"][0] > h["train_mse"][-1]
 
@@ -132,8 +140,18 @@ def test_early_stopping_restores_best():
         def on_epoch_end(self, epoch, logs, history):
             best[epoch] = (logs["val_loss"], weights(m))
 
-    h = fit(m, loss, o, (x[30:], y[30:]), val_data=(xv, yv), epochs=200, batch_size=8, early_stopping=3,
-            callbacks=[Snap()], quiet=True)
+    h = fit(
+        m,
+        loss,
+        o,
+        (x[30:], y[30:]),
+        val_data=(xv, yv),
+        epochs=200,
+        batch_size=8,
+        early_stopping=3,
+        callbacks=[Snap()],
+        quiet=True,
+    )
     assert h.stop_reason == "early_stopping"
     vals = h["val_loss"]
     be = int(np.argmin(vals)) + 1
@@ -175,8 +193,14 @@ def test_divergence_on_nan_gradient():
             return (x @ self.w) * cr.tensor(np.float32(0.0)) + (self.w.sum() * cr.tensor(np.float32(np.nan))).detach()
 
     m = NanGrad()
-    h = fit(m, nn.MSELoss(), optim.SGD(m.parameters(), lr=0.1), (np.ones((4, 2), np.float32), np.ones((4, 2),
-            np.float32)), epochs=3, quiet=True)
+    h = fit(
+        m,
+        nn.MSELoss(),
+        optim.SGD(m.parameters(), lr=0.1),
+        (np.ones((4, 2), np.float32), np.ones((4, 2), np.float32)),
+        epochs=3,
+        quiet=True,
+    )
     assert h.stop_reason == "diverged" and "epoch 1, batch 1" in h.message
 
 
@@ -184,8 +208,21 @@ def _train_with_checkpoints(run_dir, epochs, resume=False, scheduler=True):
     x, y = moons()
     m, loss, o = make(seed=0, lr=0.05, opt="sgd")
     sched = optim.lr_scheduler.StepLR(o, 2, 0.5) if scheduler and hasattr(optim, "lr_scheduler") else None
-    h = fit(m, loss, o, (x, y), val_data=(x[:20], y[:20]), epochs=epochs, batch_size=16, seed=7, scheduler=sched,
-            run_dir=run_dir, resume=resume, quiet=True, early_stopping=50)
+    h = fit(
+        m,
+        loss,
+        o,
+        (x, y),
+        val_data=(x[:20], y[:20]),
+        epochs=epochs,
+        batch_size=16,
+        seed=7,
+        scheduler=sched,
+        run_dir=run_dir,
+        resume=resume,
+        quiet=True,
+        early_stopping=50,
+    )
     return m, h
 
 
@@ -244,20 +281,32 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": SRC}
     args = ["--data", "spirals", "--model", "mlp:32,32", "--epochs", "25", "--no-plot", "--quiet", "--seed", "1"]
     clean = tmp_path / "clean"
-    subprocess.run([sys.executable, "-m", "chainrule.cli", "train", *args, "--out", str(clean)], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "chainrule.cli", "train", *args, "--out", str(clean)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     ref = load_model(clean / "model.safetensors").state_dict()
     for i, delay in enumerate((0.6, 0.9, 1.2)):
         run = tmp_path / f"k{i}"
-        proc = subprocess.Popen([sys.executable, "-m", "chainrule.cli", "train", *args, "--out", str(run)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chainrule.cli", "train", *args, "--out", str(run)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if not (run / "config.json").exists():
             continue  # killed before the run started: nothing to resume
-        r = subprocess.run([sys.executable, "-m", "chainrule.cli", "train", "--resume", str(run), "--quiet",
-                            "--no-plot"], env=env, capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "chainrule.cli", "train", "--resume", str(run), "--quiet", "--no-plot"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0, r.stderr
         assert same(ref, load_model(run / "model.safetensors").state_dict())
         assert json.loads((run / "results.json").read_text())["epochs_run"] == 25

@@ -81,6 +81,11 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def _meta_checksum(meta: dict[str, Any]) -> str:
+    rest = {k: v for k, v in meta.items() if k != "metadata_checksum"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
 def have_safetensors() -> bool:
     try:
         import safetensors.numpy  # noqa: F401
@@ -100,8 +105,9 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dic
     for k, a in arrays.items():
         if a.dtype.kind not in "biuf":
             raise ModelFileError(f"{path}: cannot save {k!r} of dtype {a.dtype}")
-    meta = {"format": "chainrule", "version": FORMAT_VERSION, **(metadata or {}), "checksum": checksum(arrays)}
-    text = json.dumps(_finite(meta), allow_nan=False)
+    meta = _finite({"format": "chainrule", "version": FORMAT_VERSION, **(metadata or {}), "checksum": checksum(arrays)})
+    meta["metadata_checksum"] = _meta_checksum(meta)
+    text = json.dumps(meta, allow_nan=False)
     if path.endswith(".npz"):
         arrays[_NPZ_META] = np.frombuffer(text.encode(), dtype=np.uint8)
         atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -151,6 +157,8 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
         raise _fail(path, f"format version {version} is newer than this chainrule reads ({FORMAT_VERSION}); upgrade")
     if checksum(arrays) != meta.get("checksum"):
         raise _fail(path, "checksum mismatch: the tensors are damaged or were changed")
+    if _meta_checksum(meta) != meta.get("metadata_checksum"):
+        raise _fail(path, "checksum mismatch: the metadata is damaged or was changed")
     return arrays, meta
 
 
@@ -213,7 +221,10 @@ def load_with_metadata(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
     spec = meta.get("spec")
     if not isinstance(spec, dict):
         raise _fail(os.fspath(path), "no model spec in the metadata")
-    model = build_from_resolved(spec)
+    try:
+        model = build_from_resolved(spec)
+    except ChainruleError as e:
+        raise _fail(os.fspath(path), f"its model spec cannot be built ({e})") from None
     prefix = "model." if meta.get("kind") == "checkpoint" else ""
     state = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
     load_state_into(model, state, os.fspath(path))
