@@ -428,9 +428,10 @@ def fit(
         start_epoch = st.epoch
         try:
             for epoch in range(st.epoch + 1, epochs + 1):
-                reason = _run_epoch(
-                    epoch, model, loss_fn, optimizer, loader, params, task, grad_clip, progress, cbs, history, st
-                )
+                with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
+                    reason = _run_epoch(
+                        epoch, model, loss_fn, optimizer, loader, params, task, grad_clip, progress, cbs, history, st
+                    )
                 if reason == "diverged":
                     break
                 logs = history.epochs[-1]
