@@ -310,3 +310,35 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
         assert r.returncode == 0, r.stderr
         assert same(ref, load_model(run / "model.safetensors").state_dict())
         assert json.loads((run / "results.json").read_text())["epochs_run"] == 25
+    run = tmp_path / "int"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chainrule.cli", "train", *args, "--out", str(run)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate()
+    if proc.returncode == 130:  # Ctrl-C during training: a one-line message saying how to resume
+        assert f"resume with: chainrule train --resume {run}" in err and "Traceback" not in err
+        r = subprocess.run(
+            [sys.executable, "-m", "chainrule.cli", "train", "--resume", str(run), "-q", "--no-plot"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 0, r.stderr
+        assert same(ref, load_model(run / "model.safetensors").state_dict())
+
+
+def test_tqdm_bar_on_a_terminal(monkeypatch, capsys):
+    import chainrule.train as tr
+
+    monkeypatch.setattr(tr, "_isatty", lambda stream: True)
+    x, y = moons(40)
+    m, loss, o = make()
+    fit(m, loss, o, (x, y), epochs=2, batch_size=8, quiet=False)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "5/5" in err and "train_loss" in err and "lr 0.05" in err

@@ -49,6 +49,7 @@ from .ops import (
     where,
 )
 from .random import Generator, default_generator, manual_seed, rand, randint, randn, randperm
+from .serialize import load, save
 from .tensor import (
     Tensor,
     arange,
@@ -114,6 +115,7 @@ __all__ = [
     "int64",
     "is_grad_enabled",
     "linspace",
+    "load",
     "log",
     "log1p",
     "log_softmax",
@@ -137,6 +139,7 @@ __all__ = [
     "randperm",
     "relu",
     "reshape",
+    "save",
     "set_default_dtype",
     "set_grad_enabled",
     "sigmoid",

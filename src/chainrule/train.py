@@ -139,7 +139,11 @@ class History:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> History:
         return cls(
-            list(d.get("epochs", [])), d.get("task", "classification"), d.get("stop_reason", ""), d.get("message", "")
+            list(d.get("epochs", [])),
+            d.get("task", "classification"),
+            d.get("stop_reason", ""),
+            d.get("message", ""),
+            d.get("best_epoch"),
         )
 
 
