@@ -105,3 +105,38 @@ def test_fuzz_spec_builds_or_config_error(spec):
         build_model(spec, 3, 2)
     except ConfigError as e:
         assert str(e)
+
+
+def test_new_nn_layers_by_name_tuple_outputs_and_last(monkeypatch, tmp_path):
+    """A layer added to chainrule.nn later works by name; tuple outputs (as GRU's) are wrapped with Select."""
+    import chainrule as cr
+    from chainrule.serialize import load, save
+    from chainrule.train import predict
+
+    class Seq2(nn.Module):  # (N, L, F) -> ((N, L, hidden), None), like a batch_first recurrent layer
+        def __init__(self, input_size, hidden_size, generator=None):
+            super().__init__()
+            self.input_size, self.hidden_size = input_size, hidden_size
+            self.w = nn.Parameter(
+                (generator.np if generator else np.random.default_rng(0))
+                .standard_normal((input_size, hidden_size))
+                .astype(np.float32)
+            )
+
+        def forward(self, x):
+            return (x @ self.w).tanh(), None
+
+    monkeypatch.setattr(nn, "Seq2", Seq2, raising=False)
+    spec = [
+        {"type": "Unflatten", "dim": 1, "unflattened_size": [4, 1]},
+        {"type": "seq2", "hidden_size": 3},
+        {"type": "Last"},
+        {"type": "Linear"},
+    ]
+    m = build_model(spec, 4, 2, seed=0)
+    assert m._chainrule_spec["layers"][1] == {"type": "Seq2", "hidden_size": 3, "input_size": 1, "select": 0}
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    y = m(cr.tensor(x))
+    assert y.shape == (2, 2)
+    save(m, tmp_path / "m.npz")
+    assert np.array_equal(predict(load(tmp_path / "m.npz"), x), predict(m, x))

@@ -29,6 +29,30 @@ from .tensor import Tensor, no_grad
 INFERRED = ("in_features", "in_channels", "num_features", "input_size")
 
 
+class Last(nn.Module):
+    """(N, L, ...) -> (N, ...): the last step of a sequence (after a batch_first recurrent layer)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, -1]
+
+
+class Select(nn.Module):
+    """Wraps a layer that returns a tuple (GRU/LSTM: output, hidden) and passes on element `index`."""
+
+    def __init__(self, module: nn.Module, index: int = 0) -> None:
+        super().__init__()
+        self.module, self.index = module, index
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x)[self.index]
+
+
+class _Extra:
+    """Layer types that exist only in specs (besides every chainrule.nn class)."""
+
+    Last = Last
+
+
 def _norm(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
 
@@ -167,8 +191,21 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def layer_class(name: Any, i: int) -> type:
+    try:
+        return find_class(name, _Extra, nn.Module, "layer type")
+    except ConfigError:
+        return find_class(name, nn, nn.Module, f"layer type (layer {i})")
+
+
 def _make_layer(i: int, layer: dict[str, Any], generator: Generator | None, dtype: Any) -> nn.Module:
-    cls = find_class(layer["type"], nn, nn.Module, f"layer type (layer {i})")
+    layer = dict(layer)
+    select = layer.pop("select", None)
+    if select is not None:
+        if not isinstance(select, int) or isinstance(select, bool):
+            raise ConfigError(f"model spec layer {i}: select must be an integer, got {select!r}")
+        return Select(_make_layer(i, layer, generator, dtype), select)
+    cls = layer_class(layer["type"], i)
     kwargs = {k: v for k, v in layer.items() if k != "type"}
     try:
         params = inspect.signature(cls.__init__).parameters
@@ -179,15 +216,21 @@ def _make_layer(i: int, layer: dict[str, Any], generator: Generator | None, dtyp
     if unknown:
         allowed = [k for k in params if k not in ("self", "generator", "dtype", "args", "kwargs")]
         raise ConfigError(f"model spec layer {i} ({cls.__name__}): unknown option {unknown[0]!r} (options: {allowed})")
-    if "generator" in params and generator is not None:
-        kwargs["generator"] = generator
-    if "dtype" in params and dtype is not None:
-        kwargs["dtype"] = dtype
+    extra = {}
+    if ("generator" in params or has_var_kw) and generator is not None:
+        extra["generator"] = generator
+    if ("dtype" in params or has_var_kw) and dtype is not None:
+        extra["dtype"] = dtype
     try:
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs, **extra)
+        except TypeError:
+            if not extra or not has_var_kw:
+                raise
+            return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError, KeyError) as e:
+    except (TypeError, ValueError, KeyError, NotImplementedError) as e:
         raise ConfigError(f"model spec layer {i} ({cls.__name__}): {e}") from None
 
 
@@ -202,6 +245,8 @@ def _probe(module: nn.Module, shape: tuple[int, ...], dtype: Any, i: int, name: 
         raise ConfigError(f"model spec layer {i} ({name}) does not accept inputs of shape {shape}: {e}") from None
     finally:
         module.train(was)
+    if isinstance(out, tuple) and out and isinstance(out[0], Tensor):
+        return None  # a recurrent layer: the caller wraps it in Select
     if not isinstance(out, Tensor):
         raise ConfigError(f"model spec layer {i} ({name}) returns {type(out).__name__}, not a tensor")
     return tuple(out.shape[1:])
@@ -232,7 +277,7 @@ def build_model(
             if len(shape) != 1:
                 continue
             layer = {"type": "Unflatten", "dim": 1, "unflattened_size": [1, shape[0]]}
-        cls = find_class(layer["type"], nn, nn.Module, f"layer type (layer {i})")
+        cls = layer_class(layer["type"], i)
         layer["type"] = cls.__name__
         try:
             sig = inspect.signature(cls.__init__).parameters
@@ -248,7 +293,12 @@ def build_model(
                 raise ConfigError(f"model spec layer {i} (Linear): out_features is required")
             layer["out_features"] = int(out_features)
         m = _make_layer(i, layer, gen, dt)
-        shape = _probe(m, shape, dt, i, cls.__name__)
+        new_shape = _probe(m, shape, dt, i, cls.__name__)
+        if new_shape is None:
+            layer.setdefault("select", 0)
+            m = Select(m, layer["select"])
+            new_shape = _probe(m, shape, dt, i, cls.__name__)
+        shape = new_shape
         modules.append(m)
         resolved.append({k: _jsonable(v) for k, v in layer.items()})
     if out_features is not None and shape != (out_features,):
