@@ -215,3 +215,24 @@ def test_subprocess_module_entry(tmp_path):
         text=True,
     )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_loss_that_does_not_fit_the_task_fails_before_writing(in_tmp, capsys):
+    code, _, err = run(capsys, "train", "--data", "xor", "--loss", "mse", "--out", "m")
+    assert code == 2 and "loss MSELoss does not fit the classification data" in one_error_line(err)
+    assert not Path("m").exists()
+
+
+def test_two_trainings_in_one_run_dir_refused(in_tmp, capsys):
+    from chainrule.train import RunLock
+
+    assert run(capsys, "train", "--data", "xor", "--epochs", "2", "--out", "x", "-q", "--no-plot")[0] == 0
+    with RunLock("x"):
+        code, _, err = run(capsys, "train", "--resume", "x", "--epochs", "4", "-q")
+    assert code == 2 and "another training is using this run directory" in one_error_line(err)
+
+
+def test_unwritable_out_dir(in_tmp, capsys):
+    Path("file").write_text("x")
+    code, _, err = run(capsys, "train", "--data", "xor", "--out", "file/sub", "-q")
+    assert code == 2 and "file/sub" in one_error_line(err)

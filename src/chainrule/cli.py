@@ -386,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a full disk, a read-only or vanished folder: one line, nothing half-written
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"chainrule {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

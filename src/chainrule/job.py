@@ -18,10 +18,11 @@ import numpy as np
 
 from .data import DataBundle, Standardizer, load_dataset, load_file, train_val_test_split
 from .data.builtin import DATASETS
-from .errors import ConfigError, DataError, ModelFileError, TrainingError
+from .errors import ChainruleError, ConfigError, DataError, ModelFileError, TrainingError
 from .random import manual_seed
 from .serialize import atomic_write_text, default_extension, load_with_metadata, save
 from .spec import build_model, make_loss, make_optimizer, parse_spec
+from .tensor import Tensor, no_grad
 from .train import checkpoint_path, evaluate, fit
 
 DEFAULTS: dict[str, Any] = {
@@ -185,6 +186,14 @@ def build(cfg: dict[str, Any], prep: Prepared):
     lr = cfg["lr"] if cfg["lr"] is not None else DEFAULT_LR.get(str(opt_name).lower(), 1e-3)
     opts = {"momentum": cfg["momentum"], "weight_decay": cfg["weight_decay"]}
     optimizer = make_optimizer(opt_name, model.parameters(), lr=lr, **opts)
+    x, y = prep.train
+    try:  # one forward pass on two samples, so a loss that does not fit the task fails before anything is written
+        with no_grad():
+            loss_fn(model(Tensor(x[:2])), Tensor(y[:2]))
+    except ChainruleError as e:
+        raise ConfigError(f"loss {type(loss_fn).__name__} does not fit the {b.task} data: {e}") from None
+    except (ValueError, TypeError, IndexError) as e:
+        raise ConfigError(f"model and loss do not fit the data ({type(e).__name__}: {e})") from None
     return model, loss_fn, optimizer
 
 

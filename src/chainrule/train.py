@@ -79,7 +79,7 @@ def predict(model: Any, x: Any, batch_size: int = 1024) -> np.ndarray:
     model.eval()
     outs = []
     try:
-        with no_grad():
+        with no_grad(), np.errstate(over="ignore", invalid="ignore"):
             for i in range(0, len(x), batch_size):
                 outs.append(model(Tensor(x[i : i + batch_size])).data)
     finally:
