@@ -321,8 +321,9 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate()
-    if proc.returncode == 130:  # Ctrl-C during training: a one-line message saying how to resume
-        assert f"resume with: chainrule train --resume {run}" in err and "Traceback" not in err
+    # (a SIGINT while Python itself is still starting up is outside chainrule's hands)
+    if proc.returncode == 130 and (run / "config.json").exists():  # one line saying how to resume
+        assert f"resume with: chainrule train --resume {run}" in err and len(err.strip().splitlines()) == 1
         r = subprocess.run(
             [sys.executable, "-m", "chainrule.cli", "train", "--resume", str(run), "-q", "--no-plot"],
             env=env,

@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chainrule {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"chainrule {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        print(f"chainrule {args.command}: {str(e) or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

@@ -224,6 +224,16 @@ def run_training(cfg: dict[str, Any], resume_dir: str | None = None, quiet: bool
             raise ConfigError(f"{out}: cannot create the run directory ({e.strerror or e})") from None
         cfg["out"] = str(out)
         atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+    try:
+        return _train_in(cfg, prep, model, loss_fn, optimizer, out, resume_dir is not None, quiet)
+    except KeyboardInterrupt as e:
+        msg = str(e) if "resume with" in str(e) else f"interrupted; resume with: chainrule train --resume {out}"
+        raise KeyboardInterrupt(msg) from None
+
+
+def _train_in(
+    cfg: dict[str, Any], prep: Prepared, model: Any, loss_fn: Any, optimizer: Any, out: Path, resume: bool, quiet: bool
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     history = fit(
         model,
@@ -240,7 +250,7 @@ def run_training(cfg: dict[str, Any], resume_dir: str | None = None, quiet: bool
         seed=cfg["seed"],
         run_dir=out,
         checkpoint_every=cfg["checkpoint_every"],
-        resume=resume_dir is not None,
+        resume=resume,
         quiet=quiet,
     )
     seconds = time.perf_counter() - t0

@@ -193,10 +193,10 @@ class _Progress:
         if self.tqdm is not None:
             self.bar = self.tqdm(total=n_batches, desc=f"epoch {epoch}/{self.epochs}", leave=True, file=sys.stderr)
 
-    def batch(self, loss: float, lr: float) -> None:
+    def batch(self, loss: float, lr: float, metric: str = "") -> None:
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix_str(f"loss={loss:.4g} lr={lr:.3g}", refresh=False)
+            self.bar.set_postfix_str(f"loss={loss:.4g}{metric} lr={lr:.3g}", refresh=False)
 
     def end_epoch(self, logs: dict[str, Any], eta: float) -> None:
         if self.quiet:
@@ -397,8 +397,10 @@ def fit(
     if early_stopping is not None and monitor.startswith("val_") and val_data is None:
         raise ConfigError(f"early stopping on {monitor!r} needs validation data")
     mode = "min" if monitor.split("_")[-1] in ("loss", "mse", "mae") else "max"
-    gen = Generator(seed)
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=shuffle, generator=gen)
+    if isinstance(train_data, DataLoader):  # its own batch size, shuffling and generator are used
+        loader = train_data
+    else:
+        loader = DataLoader(train_data, batch_size=batch_size, shuffle=shuffle, generator=Generator(seed))
     cbs = [c if isinstance(c, Callback) else _FnCallback(c) for c in callbacks]
     history = History(task=task)
     st = _State()
@@ -429,7 +431,7 @@ def fit(
             c.on_train_begin(history)
         progress = _Progress(epochs, quiet)
         t_start = time.perf_counter()
-        start_epoch = st.epoch
+        start_epoch = saved_epoch = st.epoch
         try:
             for epoch in range(st.epoch + 1, epochs + 1):
                 with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
@@ -463,6 +465,7 @@ def fit(
                 if rdir is not None:
                     if epoch % checkpoint_every == 0 or history.stop_reason:
                         _save_checkpoint(rdir, model, optimizer, scheduler, loader, history, st, metadata)
+                        saved_epoch = epoch
                     _append_metrics(rdir, logs)
                 elapsed = time.perf_counter() - t_start
                 done = epoch - start_epoch
@@ -478,7 +481,7 @@ def fit(
             if st.last_good is not None:
                 model.load_state_dict(st.last_good)
             history.stop_reason = "interrupted"
-            where = f"; the checkpoint of epoch {st.epoch} is in {rdir}" if rdir is not None else ""
+            where = f"; the checkpoint of epoch {saved_epoch} is in {rdir}" if rdir is not None else ""
             history.message = f"interrupted during epoch {st.epoch + 1}{where}"
             return history
         finally:
@@ -538,7 +541,9 @@ def _run_epoch(
             d = d.reshape(len(d), -1)
             sums[1] += float((d * d).mean(axis=1).sum())
             sums[2] += float(np.abs(d).mean(axis=1).sum())
-        progress.batch(lv, _lr(optimizer))
+        if progress.bar is not None:
+            metric = f" acc={sums[0] / n:.3f}" if task == "classification" else f" mse={sums[1] / n:.4g}"
+            progress.batch(lv, _lr(optimizer), metric)
         for c in cbs:
             c.on_batch_end(epoch, b + 1, lv)
     logs: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(n, 1)}
