@@ -6,9 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chainrule.cli import main
 from chainrule.data import load_dataset
+from chainrule.errors import ConfigError
+from chainrule.job import DEFAULTS, validate_config
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -236,3 +240,58 @@ def test_unwritable_out_dir(in_tmp, capsys):
     Path("file").write_text("x")
     code, _, err = run(capsys, "train", "--data", "xor", "--out", "file/sub", "-q")
     assert code == 2 and "file/sub" in one_error_line(err)
+
+
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 5),
+    st.floats(allow_nan=True, width=32),
+    st.text(max_size=6),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.sampled_from([*DEFAULTS, "bogus", "batch-size"]), _values, max_size=5))
+def test_fuzz_config_valid_or_config_error(cfg):
+    try:
+        out = validate_config(cfg)
+    except ConfigError as e:
+        assert str(e)
+    else:
+        assert set(out) == set(DEFAULTS)
+
+
+_tokens = st.sampled_from(
+    [
+        "--epochs",
+        "--lr",
+        "--batch-size",
+        "--model",
+        "--data",
+        "--seed",
+        "--val-split",
+        "--activation",
+        "0",
+        "1",
+        "-1",
+        "full",
+        "mlp:2",
+        "xor",
+        "nan",
+        "x",
+        "--tol",
+        "1e-3",
+    ]
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_tokens, max_size=6))
+def test_fuzz_train_arguments(in_tmp, capsys, argv):
+    code = main(["train", "--quiet", "--no-plot", "--epochs", "0", "--data", "xor", *argv])
+    out, err = capsys.readouterr()
+    assert code in (0, 2) and "Traceback" not in err
+    if code == 2:
+        one_error_line(err)
