@@ -295,3 +295,16 @@ def test_fuzz_train_arguments(in_tmp, capsys, argv):
     assert code in (0, 2) and "Traceback" not in err
     if code == 2:
         one_error_line(err)
+
+
+def test_run_with_only_a_checkpoint_evaluates_and_regression_plot(in_tmp, capsys):
+    assert run(capsys, "train", "--data", "sine", "--epochs", "3", "--out", "s", "-q")[0] == 0
+    from PIL import Image
+
+    assert Image.open("s/curves.png").size == (1000, 400) and not Path("s/boundary.png").exists()
+    os.remove("s/model.safetensors")  # as after a crash: the checkpoint still serves
+    code, out, err = run(capsys, "evaluate", "s", "--json")
+    assert code == 0, err
+    assert set(json.loads(out)) >= {"loss", "mse", "mae", "r2"}
+    code, _, err = run(capsys, "evaluate", "s", "--data", "xor")
+    assert code == 2 and "shape" in one_error_line(err)

@@ -122,7 +122,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="NAME|PATH", help="built-in dataset or .csv/.npz/.npy file (default: digits)")
     p.add_argument("--target", metavar="COL", help="target column of a CSV, by name or index (default: last)")
     p.add_argument("--task", choices=("classification", "regression"), help="override the inferred task")
-    p.add_argument("--model", metavar="SPEC", help="mlp:64,64 | linear | cnn1d:32,32 | JSON list | file")
+    p.add_argument(
+        "--model", metavar="SPEC", help="mlp:64,64 | linear | cnn1d:32,32 | JSON list | file (default: mlp:128)"
+    )
     p.add_argument("--activation", help="activation between hidden layers (default: relu)")
     p.add_argument("--loss", help="cross_entropy | mse | any chainrule.nn loss (default: from the task)")
     p.add_argument("--optimizer", help="sgd | adam | adamw | ... (default: adam)")
