@@ -343,3 +343,44 @@ def test_tqdm_bar_on_a_terminal(monkeypatch, capsys):
     fit(m, loss, o, (x, y), epochs=2, batch_size=8, quiet=False)
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err and "5/5" in err and "train_loss" in err and "lr 0.05" in err
+
+
+def test_resume_restores_generators_held_by_layers(tmp_path, monkeypatch):
+    """A layer with its own Generator (as a dropout layer may hold) continues its stream after a resume."""
+
+    class Noise(nn.Module):
+        def __init__(self, generator=None):
+            super().__init__()
+            self.gen = generator or cr.Generator(0)
+
+        def forward(self, x):
+            if not self.training:
+                return x
+            return x + cr.tensor(self.gen.np.standard_normal(x.shape).astype(np.float32) * np.float32(0.1))
+
+    monkeypatch.setattr(nn, "Noise", Noise, raising=False)
+    x, y = moons()
+
+    def go(run_dir, epochs, resume=False):
+        m = build_model(
+            [{"type": "Linear", "out_features": 8}, {"type": "Noise"}, {"type": "ReLU"}, {"type": "Linear"}],
+            2,
+            2,
+            seed=0,
+        )
+        fit(
+            m,
+            nn.CrossEntropyLoss(),
+            optim.Adam(m.parameters(), lr=0.05),
+            (x, y),
+            epochs=epochs,
+            batch_size=16,
+            run_dir=run_dir,
+            resume=resume,
+            quiet=True,
+        )
+        return weights(m)
+
+    full = go(tmp_path / "a", 5)
+    go(tmp_path / "b", 2)
+    assert same(full, go(tmp_path / "b", 5, resume=True))

@@ -643,6 +643,18 @@ def _stop_message(reason: str, epoch: int, logs: dict[str, Any], tol: Any, patie
 # ----------------------------------------------------------------------------- checkpoints
 
 
+def _module_generators(model: Any) -> dict[str, Generator]:
+    """Generators held by layers (e.g. a dropout layer's), so that a resumed run draws the same numbers."""
+    found: dict[str, Generator] = {}
+    seen: set[int] = {id(default_generator)}
+    for name, m in model.named_modules() if hasattr(model, "named_modules") else ():
+        for attr, v in vars(m).items():
+            if isinstance(v, Generator) and id(v) not in seen:
+                seen.add(id(v))
+                found[f"{name}.{attr}" if name else attr] = v
+    return found
+
+
 def _save_checkpoint(
     rdir: Path,
     model: Any,
@@ -664,7 +676,11 @@ def _save_checkpoint(
         "epoch": st.epoch,
         "optimizer": opt,
         "scheduler": sched,
-        "rng": {"loader": loader.get_state(), "default": default_generator.get_state()},
+        "rng": {
+            "loader": loader.get_state(),
+            "default": default_generator.get_state(),
+            "modules": {k: g.get_state() for k, g in _module_generators(model).items()},
+        },
         "history": _split_state(history.to_dict(), "history", tensors),
         "state": {
             "best_value": _split_state(st.best_value, "", {}),
@@ -693,6 +709,10 @@ def _load_checkpoint(
             scheduler.load_state_dict(_join_state(meta["scheduler"], tensors))
         loader.set_state(meta["rng"]["loader"])
         default_generator.set_state(meta["rng"]["default"])
+        gens = _module_generators(model)
+        for k, state in meta["rng"].get("modules", {}).items():
+            if k in gens:
+                gens[k].set_state(state)
         h = History.from_dict(_join_state(meta["history"], tensors))
         s = meta["state"]
         st = _State(
