@@ -308,3 +308,17 @@ def test_run_with_only_a_checkpoint_evaluates_and_regression_plot(in_tmp, capsys
     assert set(json.loads(out)) >= {"loss", "mse", "mae", "r2"}
     code, _, err = run(capsys, "evaluate", "s", "--data", "xor")
     assert code == 2 and "shape" in one_error_line(err)
+
+
+def test_bare_install_without_extras(in_tmp, capsys, monkeypatch):
+    """Without safetensors/matplotlib/tqdm/scikit-learn the default job still runs (weights as .npz)."""
+    for mod in ("safetensors", "safetensors.numpy", "matplotlib", "tqdm", "sklearn", "sklearn.datasets"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    code, out, err = run(capsys, "train", "--out", "r", "--epochs", "3", "-q")
+    assert code == 0, err and "r/model.npz" in out
+    assert {"model.npz", "checkpoint.npz"} <= set(os.listdir("r"))
+    assert run(capsys, "evaluate", "r")[0] == 0
+    code, _, err = run(capsys, "train", "--data", "iris", "-q")
+    assert code == 2 and 'pip install "chainrule[data]"' in one_error_line(err)
+    code, _, err = run(capsys, "plot", "r")
+    assert code == 2 and 'pip install "chainrule[plot]"' in one_error_line(err)
