@@ -106,7 +106,8 @@ def test_regression_config_file_and_resume(in_tmp, capsys):
         'batch_size = 32\nout = "s"\nplot = false\n'
     )
     code, out, err = run(capsys, "train", "job.toml", "--quiet")
-    assert code == 0, err and "R²" in out
+    assert code == 0, err
+    assert "R²" in out
     code, out, err = run(capsys, "train", "--resume", "s", "--epochs", "10", "--quiet")
     assert code == 0, err
     assert json.loads(Path("s/results.json").read_text())["epochs_run"] == 10
@@ -315,7 +316,8 @@ def test_bare_install_without_extras(in_tmp, capsys, monkeypatch):
     for mod in ("safetensors", "safetensors.numpy", "matplotlib", "tqdm", "sklearn", "sklearn.datasets"):
         monkeypatch.setitem(sys.modules, mod, None)
     code, out, err = run(capsys, "train", "--out", "r", "--epochs", "3", "-q")
-    assert code == 0, err and "r/model.npz" in out
+    assert code == 0, err
+    assert "r/model.npz" in out
     assert {"model.npz", "checkpoint.npz"} <= set(os.listdir("r"))
     assert run(capsys, "evaluate", "r")[0] == 0
     code, _, err = run(capsys, "train", "--data", "iris", "-q")
