@@ -1,3 +1,4 @@
+import io
 import json
 import os
 import signal
@@ -384,3 +385,90 @@ def test_resume_restores_generators_held_by_layers(tmp_path, monkeypatch):
     full = go(tmp_path / "a", 5)
     go(tmp_path / "b", 2)
     assert same(full, go(tmp_path / "b", 5, resume=True))
+
+
+class _Crash(BaseException):
+    """Stands for the process dying: nothing in chainrule catches it."""
+
+
+def _crash_run(run_dir, epochs, resume=False, callbacks=()):
+    x, y = moons(60)
+    m, loss, o = make(seed=0, lr=0.05, opt="sgd")
+    fit(
+        m,
+        loss,
+        o,
+        (x, y),
+        epochs=epochs,
+        batch_size=16,
+        seed=3,
+        run_dir=run_dir,
+        resume=resume,
+        quiet=True,
+        callbacks=callbacks,
+    )
+    return weights(m)
+
+
+@pytest.mark.parametrize("where", ["batch", "write", "replace", "log"])
+def test_crash_at_many_points_then_resume_is_bit_identical(tmp_path, monkeypatch, where):
+    """Die during a batch, while writing a checkpoint's bytes, just before its rename, or while logging."""
+    import chainrule.serialize as ser
+    import chainrule.train as tr
+
+    ref = _crash_run(tmp_path / "ref", 6)
+    for k in range(1, 7):
+        calls = {"n": 0}
+
+        def hit():
+            calls["n"] += 1
+            if calls["n"] == k:
+                raise _Crash
+
+        run_dir = tmp_path / f"{where}{k}"
+        cbs = []
+        with monkeypatch.context() as mp:
+            if where == "batch":
+
+                class Die(Callback):
+                    def on_batch_end(self, epoch, batch, loss):
+                        if epoch == k and batch == 2:
+                            raise _Crash
+
+                cbs = [Die()]
+            elif where == "write":
+                orig = ser.atomic_write
+
+                def aw(path, write):  # the temporary file gets half of its bytes, then the process dies
+                    def w(fh):
+                        calls["n"] += 1
+                        if calls["n"] == k:
+                            buf = io.BytesIO()
+                            write(buf)
+                            fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+                            raise _Crash
+                        write(fh)
+
+                    orig(path, w)
+
+                mp.setattr(ser, "atomic_write", aw)
+            elif where == "replace":
+                real_replace = os.replace
+
+                def replace(a, b):
+                    hit()
+                    real_replace(a, b)
+
+                mp.setattr(ser.os, "replace", replace)
+            else:
+                real_append = tr._append_metrics
+
+                def append(rdir, logs):
+                    hit()
+                    real_append(rdir, logs)
+
+                mp.setattr(tr, "_append_metrics", append)
+            with pytest.raises(_Crash):
+                _crash_run(run_dir, 6, callbacks=cbs)
+        assert same(ref, _crash_run(run_dir, 6, resume=True)), (where, k)
+        assert [e["epoch"] for e in iter_metrics_log(run_dir)] == list(range(1, 7))
