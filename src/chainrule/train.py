@@ -441,12 +441,12 @@ def fit(
                 if reason == "diverged":
                     break
                 logs = history.epochs[-1]
+                logs["lr"] = _lr(optimizer)  # the rate this epoch used, before the scheduler moves it
                 if scheduler is not None:
                     _scheduler_step(scheduler, logs)
                 if val_data is not None:
                     v = evaluate(model, loss_fn, val_data)
                     logs.update({f"val_{k}": val for k, val in v.items()})
-                logs["lr"] = _lr(optimizer)
                 logs["time"] = time.perf_counter() - logs.pop("_t0")
                 reason = _check_stop(
                     logs, st, target_loss, tol, patience, early_stopping, monitor, mode, min_delta, model
