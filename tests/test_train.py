@@ -167,6 +167,37 @@ def test_early_stopping_needs_val():
         fit(m, loss, o, (x, y), epochs=2, early_stopping=2, quiet=True)
 
 
+def test_bad_monitor_and_empty_data():
+    x, y = moons()
+    m, loss, o = make()
+    with pytest.raises(ConfigError, match="cannot monitor 'val_r2'"):
+        fit(m, loss, o, (x, y), val_data=(x, y), epochs=2, early_stopping=2, monitor="val_r2", quiet=True)
+    from chainrule.errors import DataError
+
+    with pytest.raises(DataError, match="no samples"):
+        fit(m, loss, o, (x[:0], y[:0]), epochs=2, quiet=True)
+
+
+def test_early_stopping_on_accuracy_is_maximised():
+    x, y = moons()
+    m, loss, o = make(lr=0.05)
+    h = fit(
+        m,
+        loss,
+        o,
+        (x[30:], y[30:]),
+        val_data=(x[:30], y[:30]),
+        epochs=60,
+        batch_size=8,
+        early_stopping=4,
+        monitor="val_accuracy",
+        quiet=True,
+    )
+    accs = h["val_accuracy"]
+    assert h.best_epoch == int(np.argmax(accs)) + 1
+    assert evaluate(m, loss, (x[:30], y[:30]))["accuracy"] == max(accs)
+
+
 def test_callback_stop():
     x, y = moons()
     m, loss, o = make()

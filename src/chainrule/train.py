@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .data.dataset import DataLoader, _arrays
-from .errors import ConfigError, ModelFileError, TrainingError
+from .errors import ConfigError, DataError, ModelFileError, TrainingError
 from .random import Generator, default_generator
 from .serialize import atomic_write_text, default_extension, load_tensors, save_tensors
 from .spec import loss_task
@@ -396,11 +396,18 @@ def fit(
     task = loss_task(loss_fn)
     if early_stopping is not None and monitor.startswith("val_") and val_data is None:
         raise ConfigError(f"early stopping on {monitor!r} needs validation data")
+    if early_stopping is not None:
+        names = ["loss", *(["accuracy"] if task == "classification" else ["mse", "mae", "r2"])]
+        known = [f"{p}_{n}" for p in ("val", "train") for n in names if not (p == "train" and n == "r2")]
+        if monitor not in known:
+            raise ConfigError(f"cannot monitor {monitor!r} for {task}; choose one of {', '.join(known)}")
     mode = "min" if monitor.split("_")[-1] in ("loss", "mse", "mae") else "max"
     if isinstance(train_data, DataLoader):  # its own batch size, shuffling and generator are used
         loader = train_data
     else:
         loader = DataLoader(train_data, batch_size=batch_size, shuffle=shuffle, generator=Generator(seed))
+    if len(loader.arrays[0]) == 0:
+        raise DataError("the training data has no samples")
     cbs = [c if isinstance(c, Callback) else _FnCallback(c) for c in callbacks]
     history = History(task=task)
     st = _State()
