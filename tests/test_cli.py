@@ -324,3 +324,31 @@ def test_bare_install_without_extras(in_tmp, capsys, monkeypatch):
     assert code == 2 and 'pip install "chainrule[data]"' in one_error_line(err)
     code, _, err = run(capsys, "plot", "r")
     assert code == 2 and 'pip install "chainrule[plot]"' in one_error_line(err)
+
+
+def test_csv_header_and_delimiter_options(in_tmp, capsys):
+    rows = load_dataset("xor", n=80)
+    text = "\n".join(f"{a}|{b}|{k}" for (a, b), k in zip(rows.x.tolist(), rows.y.tolist()))
+    Path("x.txt").write_text("1|2|3\n" + text + "\n")  # first row is data, not a header
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        "x.txt",
+        "--no-header",
+        "--delimiter",
+        "|",
+        "--task",
+        "classification",
+        "--epochs",
+        "2",
+        "--out",
+        "h",
+        "-q",
+        "--no-plot",
+    )
+    assert code == 0, err
+    cfg = json.loads(Path("h/config.json").read_text())
+    assert cfg["header"] is False and cfg["delimiter"] == "|"
+    code, _, err = run(capsys, "train", "--data", "x.txt", "--delimiter", "||", "-q")
+    assert code == 2 and "delimiter must be one character" in one_error_line(err)

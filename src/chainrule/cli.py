@@ -88,6 +88,8 @@ def _add_example(sub: argparse._SubParsersAction) -> None:
 _TRAIN_KEYS = (
     "data",
     "target",
+    "header",
+    "delimiter",
     "task",
     "model",
     "activation",
@@ -122,6 +124,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", metavar="NAME|PATH", help="built-in dataset or .csv/.npz/.npy file (default: digits)")
     p.add_argument("--target", metavar="COL", help="target column of a CSV, by name or index (default: last)")
     p.add_argument("--task", choices=("classification", "regression"), help="override the inferred task")
+    p.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter, or 'tab' (default: detected from , ; tab |)")
+    hdr = p.add_mutually_exclusive_group()
+    hdr.add_argument("--header", dest="header", action="store_const", const=True, help="the CSV has a header row")
+    hdr.add_argument("--no-header", dest="header", action="store_const", const=False, help="the CSV has no header")
     p.add_argument(
         "--model", metavar="SPEC", help="mlp:64,64 | linear | cnn1d:32,32 | JSON list | file (default: mlp:128)"
     )
@@ -155,6 +161,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .spec import read_config_file
 
     cfg: dict[str, Any] = {}
+    if args.delimiter in ("\\t", "tab"):
+        args.delimiter = "\t"
     if args.config:
         if args.resume:
             raise ConfigError("give either a CONFIG file or --resume DIR, not both")

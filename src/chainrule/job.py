@@ -28,6 +28,8 @@ from .train import checkpoint_path, evaluate, fit
 DEFAULTS: dict[str, Any] = {
     "data": "digits",
     "target": None,
+    "header": None,
+    "delimiter": None,
     "task": None,
     "model": "mlp:128",
     "activation": "relu",
@@ -56,6 +58,8 @@ DEFAULT_LR = {"sgd": 0.1}
 _TYPES: dict[str, tuple[type, ...]] = {
     "data": (str,),
     "target": (str, int),
+    "header": (bool,),
+    "delimiter": (str,),
     "task": (str,),
     "model": (str, list, dict),
     "activation": (str,),
@@ -119,6 +123,8 @@ def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, An
             raise ConfigError(f"{source}: {key} must be a fraction in [0, 1), got {out[key]}")
     if out["val_split"] + out["test_split"] >= 1:
         raise ConfigError(f"{source}: val_split + test_split must be below 1")
+    if out["delimiter"] is not None and len(out["delimiter"]) != 1:
+        raise ConfigError(f"{source}: delimiter must be one character, got {out['delimiter']!r}")
     if out["task"] not in (None, "classification", "regression"):
         raise ConfigError(f"{source}: task must be 'classification' or 'regression', got {out['task']!r}")
     if out["early_stopping"] is not None and out["val_split"] == 0:
@@ -130,13 +136,16 @@ def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, An
     return out
 
 
-def load_bundle(data: str, target: Any = None, task: str | None = None, seed: int = 0, n: int | None = None):
-    """A built-in dataset by name, or a .csv/.npz/.npy file by path."""
+def load_bundle(
+    data: str, target: Any = None, task: str | None = None, seed: int = 0, n: int | None = None, **csv: Any
+) -> DataBundle:
+    """A built-in dataset by name, or a .csv/.npz/.npy file by path (`csv`: header, delimiter)."""
     key = data.lower().replace("_", "-")
     if key in DATASETS and not os.path.exists(data):
         return load_dataset(key, seed=seed, n=n)
     if os.path.exists(data) or any(c in data for c in "/\\.") or data.lower().endswith((".csv", ".npz", ".npy")):
-        return load_file(data, target=-1 if target is None else target, task=task)
+        csv = {k: v for k, v in csv.items() if v is not None}
+        return load_file(data, target=-1 if target is None else target, task=task, **csv)
     return load_dataset(data)  # raises the unknown-dataset error
 
 
@@ -150,7 +159,15 @@ class Prepared:
 
 
 def prepare(cfg: dict[str, Any]) -> Prepared:
-    b = load_bundle(cfg["data"], cfg["target"], cfg["task"], cfg["seed"], cfg["n_samples"]).check()
+    b = load_bundle(
+        cfg["data"],
+        cfg["target"],
+        cfg["task"],
+        cfg["seed"],
+        cfg["n_samples"],
+        header=cfg["header"],
+        delimiter=cfg["delimiter"],
+    ).check()
     if b.x_test is not None:
         (xtr, ytr), (xva, yva), _ = train_val_test_split(b.x, b.y, cfg["val_split"], 0.0, cfg["seed"])
         xte, yte = b.x_test, b.y_test
