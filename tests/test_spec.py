@@ -140,3 +140,12 @@ def test_new_nn_layers_by_name_tuple_outputs_and_last(monkeypatch, tmp_path):
     assert y.shape == (2, 2)
     save(m, tmp_path / "m.npz")
     assert np.array_equal(predict(load(tmp_path / "m.npz"), x), predict(m, x))
+
+
+def test_yaml_spec(tmp_path):
+    (tmp_path / "m.yaml").write_text("layers:\n  - {type: Linear, out_features: 4}\n  - type: ReLU\n  - type: Linear\n")
+    m = build_model(str(tmp_path / "m.yaml"), 3, 2, seed=0)
+    assert types(m) == ["Linear", "ReLU", "Linear"]
+    (tmp_path / "bad.yaml").write_text("layers: [\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        parse_spec(str(tmp_path / "bad.yaml"))
