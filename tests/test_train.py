@@ -523,3 +523,16 @@ def test_crash_at_many_points_then_resume_is_bit_identical(tmp_path, monkeypatch
                 _crash_run(run_dir, 6, callbacks=cbs)
         assert same(ref, _crash_run(run_dir, 6, resume=True)), (where, k)
         assert [e["epoch"] for e in iter_metrics_log(run_dir)] == list(range(1, 7))
+
+
+def test_clip_grad_norm():
+    from chainrule.train import clip_grad_norm_
+
+    p = nn.Parameter(np.zeros(2, np.float32))
+    p.grad = cr.tensor(np.array([3.0, 4.0], np.float32))
+    assert clip_grad_norm_([p], 1.0) == pytest.approx(5.0)
+    assert np.linalg.norm(p.grad.data) == pytest.approx(1.0, rel=1e-5)
+    x, y = moons()
+    m, loss, o = make(lr=10.0, opt="sgd")
+    h = fit(m, loss, o, (x * 100, y), epochs=3, batch_size=16, grad_clip=0.01, quiet=True)
+    assert h.stop_reason == "epochs"

@@ -103,6 +103,7 @@ _TRAIN_KEYS = (
     "patience",
     "early_stopping",
     "target_loss",
+    "grad_clip",
     "val_split",
     "test_split",
     "seed",
@@ -143,6 +144,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, help="... for this many epochs in a row (default: 5)")
     p.add_argument("--early-stopping", type=int, metavar="N", help="stop when val loss stalls N epochs")
     p.add_argument("--target-loss", type=float, help="stop when the training loss reaches this")
+    p.add_argument("--grad-clip", type=float, metavar="NORM", help="scale gradients to at most this global L2 norm")
     p.add_argument("--val-split", type=float, help="fraction of the data held out for validation (default 0)")
     p.add_argument("--test-split", type=float, help="fraction held out for the final test (default 0.25)")
     p.add_argument("--seed", type=int, help="seed of the split, initial weights and batch order (default 0)")

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "patience": 5,
     "early_stopping": None,
     "target_loss": None,
+    "grad_clip": None,
     "val_split": 0.0,
     "test_split": 0.25,
     "standardize": True,
@@ -74,6 +75,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "patience": (int,),
     "early_stopping": (int,),
     "target_loss": (int, float),
+    "grad_clip": (int, float),
     "val_split": (int, float),
     "test_split": (int, float),
     "standardize": (bool,),
@@ -112,7 +114,7 @@ def validate_config(cfg: dict[str, Any], source: str = "config") -> dict[str, An
         if v < 0 or (v == 0 and not allow_zero):
             raise ConfigError(f"{source}: {key} must be {'>= 0' if allow_zero else 'positive'}, got {v}")
 
-    for key in ("lr", "batch_size", "patience", "checkpoint_every", "early_stopping", "n_samples"):
+    for key in ("lr", "batch_size", "patience", "checkpoint_every", "early_stopping", "n_samples", "grad_clip"):
         positive(key)
     for key in ("epochs", "tol", "momentum", "weight_decay"):
         positive(key, allow_zero=True)
@@ -264,6 +266,7 @@ def _train_in(
         patience=cfg["patience"],
         target_loss=cfg["target_loss"],
         early_stopping=cfg["early_stopping"],
+        grad_clip=cfg["grad_clip"],
         seed=cfg["seed"],
         run_dir=out,
         checkpoint_every=cfg["checkpoint_every"],
