@@ -65,6 +65,7 @@ from .ops import (
     where,
 )
 from .random import Generator, default_generator, manual_seed, rand, randint, randn, randperm
+from .serialize import load, save
 from .tensor import (
     Tensor,
     arange,
@@ -138,6 +139,7 @@ __all__ = [
     "is_grad_enabled",
     "le",
     "linspace",
+    "load",
     "log",
     "log1p",
     "log_softmax",
@@ -166,6 +168,7 @@ __all__ = [
     "randperm",
     "relu",
     "reshape",
+    "save",
     "set_default_dtype",
     "set_grad_enabled",
     "sigmoid",

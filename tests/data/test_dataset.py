@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+
+from chainrule.data import (
+    DATASETS,
+    DataLoader,
+    Standardizer,
+    TensorDataset,
+    load_dataset,
+    one_hot,
+    random_split,
+    train_val_test_split,
+)
+from chainrule.errors import ConfigError, DataError
+from chainrule.random import Generator
+
+
+def test_dataloader_batches_drop_last_full_batch():
+    x, y = np.arange(10, dtype=np.float32).reshape(10, 1), np.arange(10)
+    sizes = [len(b[0]) for b in DataLoader((x, y), batch_size=4)]
+    assert sizes == [4, 4, 2]
+    assert [len(b[0]) for b in DataLoader((x, y), batch_size=4, drop_last=True)] == [4, 4]
+    ((bx, by),) = list(DataLoader(TensorDataset(x, y), batch_size=None))
+    assert bx.shape == (10, 1) and by.data.tolist() == list(range(10))
+
+
+def test_shuffle_seeded_and_state_restores_order():
+    x = np.arange(20)
+    a = DataLoader((x,), batch_size=5, shuffle=True, generator=Generator(3))
+    b = DataLoader((x,), batch_size=5, shuffle=True, generator=Generator(3))
+    first = [t[0].data.tolist() for t in a]
+    assert first == [t[0].data.tolist() for t in b] and sorted(sum(first, [])) == list(range(20))
+    state = a.get_state()
+    nxt = [t[0].data.tolist() for t in a]
+    a.set_state(state)
+    assert [t[0].data.tolist() for t in a] == nxt != first
+
+
+def test_random_split_and_train_val_test_split():
+    parts = random_split((np.arange(10), np.arange(10)), [0.7, 0.3], generator=Generator(0))
+    assert [len(p) for p in parts] == [7, 3]
+    assert sorted(np.concatenate([p[np.arange(len(p))][0] for p in parts]).tolist()) == list(range(10))
+    with pytest.raises(DataError):
+        random_split((np.arange(10),), [3, 3])
+    (xt, yt), (xv, yv), (xe, ye) = train_val_test_split(np.arange(100), np.arange(100), 0.1, 0.25, seed=1)
+    assert (len(xt), len(xv), len(xe)) == (65, 10, 25)
+    assert sorted(np.r_[xt, xv, xe].tolist()) == list(range(100))
+    with pytest.raises(DataError):
+        train_val_test_split(np.arange(4), np.arange(4), 0.5, 0.6)
+
+
+def test_standardizer_fit_on_train_only():
+    tr = np.array([[1.0, 5.0], [3.0, 5.0]])
+    s = Standardizer().fit(tr)
+    assert s.transform(tr).tolist() == [[-1, 0], [1, 0]]
+    assert s.transform(np.array([[5.0, 6.0]])).tolist() == [[3, 1]]
+    s2 = Standardizer.from_dict(s.to_dict())
+    assert np.array_equal(s2.transform(tr), s.transform(tr))
+    with pytest.raises(DataError, match="shape"):
+        s.transform(np.ones((2, 3)))
+
+
+def test_one_hot():
+    assert one_hot(np.array([2, 0]), 3).tolist() == [[0, 0, 1], [1, 0, 0]]
+    with pytest.raises(DataError):
+        one_hot(np.array([3]), 3)
+
+
+@pytest.mark.parametrize(
+    "name", ["reference", "xor", "moons", "circles", "spirals", "sine", "digits", "iris", "breast-cancer"]
+)
+def test_builtin_datasets(name):
+    b = load_dataset(name, seed=0).check()
+    assert len(b.x) == len(b.y) and b.description
+    if b.task == "classification":
+        assert b.y.dtype == np.int64 and b.num_classes >= 2
+    again = load_dataset(name, seed=0)
+    assert np.array_equal(again.x, b.x)
+
+
+def test_builtin_specifics():
+    r = load_dataset("reference")
+    assert r.x.tolist() == [[2.0]] and r.y.tolist() == [[0.5]]
+    d = load_dataset("digits")
+    assert d.x.shape == (1797, 64) and d.x.max() == 16 and d.num_classes == 10
+    from sklearn.datasets import load_digits
+
+    assert np.array_equal(d.x, load_digits().data) and np.array_equal(d.y, load_digits().target)
+    assert not np.array_equal(load_dataset("moons", seed=1).x, load_dataset("moons", seed=2).x)
+    assert len(load_dataset("spirals", n=30).x) == 30
+    assert set(DATASETS) >= {"mnist1d", "iris", "breast-cancer"}
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+        load_dataset("nope")
+
+
+def test_mnist1d_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAINRULE_CACHE", str(tmp_path))
+    state = np.random.get_state()[1].copy()
+    b = load_dataset("mnist1d")
+    assert b.x.shape == (4000, 40) and b.x_test.shape == (1000, 40) and b.num_classes == 10
+    assert np.array_equal(np.random.get_state()[1], state)  # the global NumPy generator is left alone
+    assert (tmp_path / "mnist1d.npz").exists() and not list(tmp_path.glob("*.pkl"))
+    assert np.array_equal(load_dataset("mnist1d").x, b.x)
