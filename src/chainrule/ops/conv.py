@@ -139,6 +139,14 @@ def _offsets(geo: _Geometry) -> list[tuple[int, tuple[slice, slice]]]:
     ]
 
 
+def _zeros_laid_out_as(like: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Zeros of `shape` whose axes are ordered in memory as `like`'s (keeps later elementwise ops on one layout)."""
+    order = np.argsort([-abs(s) for s in like.strides], kind="stable")
+    if list(order) == list(range(like.ndim)):
+        return np.zeros(shape, dtype=like.dtype)
+    return np.zeros([shape[i] for i in order], dtype=like.dtype).transpose(np.argsort(order))
+
+
 def _crop(xp: np.ndarray, geo: _Geometry) -> np.ndarray:
     (t, _), (l, _) = geo.pad
     h, w = geo.in_hw
@@ -214,16 +222,19 @@ def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np
 # ----------------------------------------------------------------------------- convolution ops (recorded)
 
 
-def _conv(x: Tensor, w: Tensor, spec: _ConvSpec) -> Tensor:
-    """Convolution without bias, as a recorded op (also the derivative of the two gradient ops)."""
+def _conv(x: Tensor, w: Tensor, spec: _ConvSpec, bias: Tensor | None = None) -> Tensor:
+    """Convolution (plus bias) as a recorded op; without bias also the derivative of the two gradient ops."""
     out, cols = _conv_np(x.data, w.data, spec)
+    if bias is not None:
+        out += bias.data.reshape(1, -1, 1, 1)
 
     def backward(g: Tensor) -> tuple:
         gx = _conv_input_grad(g, w, spec) if x.requires_grad else None
         gw = _conv_weight_grad(x, g, spec, cols) if w.requires_grad else None
-        return gx, gw
+        gb = g.sum((0, 2, 3)) if bias is not None and bias.requires_grad else None
+        return gx, gw, gb
 
-    return record("conv2d", out, (x, w), backward)
+    return record("conv2d", out, (x, w) if bias is None else (x, w, bias), backward, saved=(x, w))
 
 
 def _conv_input_grad(g: Tensor, w: Tensor, spec: _ConvSpec) -> Tensor:
@@ -326,12 +337,7 @@ def _conv_nd(
         padding = padding if isinstance(padding, str) else (0, _one(padding)[1])
     geo = _geometry(op, x.shape[2:], w.shape[2:], stride, padding, dilation)
     spec = _ConvSpec(geo, groups, x.shape, w.shape)
-    out = _conv(x, w, spec)
-    if bias is not None:
-        if out.requires_grad or bias.requires_grad:
-            out = out + bias.reshape(1, -1, 1, 1)
-        else:
-            out.data += bias.data.reshape(1, -1, 1, 1)  # no graph: add in place
+    out = _conv(x, w, spec, bias)
     if nd == 1:
         out = out.squeeze(2)
     return out.squeeze(0) if unbatched else out
@@ -364,36 +370,49 @@ def _check_pool_padding(op: str, geo: _Geometry, padding: Any) -> None:
 def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     n, c = x.shape[:2]
     xp = _pad(x.data, geo.pad, -np.inf)
-    win = _windows(xp, geo)
-    (kh, kw), (oh, ow) = geo.kernel, geo.out
-    # one pass per kernel offset keeps the first maximum (as PyTorch) and its offset
-    best = win[:, :, 0, 0].copy()
-    arg = np.zeros(best.shape, dtype=np.int8 if kh * kw < 128 else np.int32)
-    for k in range(1, kh * kw):
-        v = win[:, :, k // kw, k % kw]
-        upd = (v > best) | (np.isnan(v) & ~np.isnan(best))
-        np.copyto(best, v, where=upd)
-        arg[upd] = k
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
     offsets = _offsets(geo)
+    views = [xp[(..., *sl)] for _, sl in offsets]
+    best = views[0].copy() if len(views) == 1 else np.maximum(views[0], views[1])
+    for v in views[2:]:
+        np.maximum(best, v, out=best)
     shape_p = _padded_shape((n, c), geo)
+    disjoint = sh > dh * (kh - 1) and sw > dw * (kw - 1)  # windows do not overlap: scatter can write, not add
+    masks: list[np.ndarray] = []
+
+    def selection() -> list[np.ndarray]:
+        """One boolean mask per kernel offset marking where it holds its window's first maximum (as PyTorch)."""
+        if not masks:
+            taken = np.zeros(best.shape, dtype=bool)
+            for v in views:
+                sel = v == best
+                if masks:
+                    sel &= ~taken
+                taken |= sel
+                masks.append(sel)
+        return masks
 
     def scatter(g: np.ndarray) -> np.ndarray:  # adjoint: each output's gradient goes to its argmax
-        gxp = np.zeros(shape_p, dtype=g.dtype)
-        for k, sl in offsets:
-            gxp[(..., *sl)] += np.where(arg == k, g, 0)
-        return np.ascontiguousarray(_crop(gxp, geo))
+        gxp = _zeros_laid_out_as(best, shape_p)
+        for (_, sl), sel in zip(offsets, selection()):
+            if disjoint:
+                np.multiply(g, sel, out=gxp[(..., *sl)])
+            else:
+                gxp[(..., *sl)] += g * sel
+        return _crop(gxp, geo)
 
     def gather(v: np.ndarray) -> np.ndarray:  # the forward map with the argmax held fixed
-        vw = _windows(_pad(v, geo.pad), geo)
-        out = np.zeros((n, c, oh, ow), dtype=v.dtype)
-        for k in range(kh * kw):
-            np.copyto(out, vw[:, :, k // kw, k % kw], where=arg == k)
+        vp = _pad(v, geo.pad)
+        out = np.zeros(best.shape, dtype=v.dtype)
+        for (_, sl), sel in zip(offsets, selection()):
+            np.copyto(out, vp[(..., *sl)], where=sel)
         return out
 
     out = _linear_op(op, gather, scatter, x, value=best)
     if not return_indices:
         return out
-    (sh, sw), (dh, dw), ((t, _), (l, _)) = geo.stride, geo.dilation, geo.pad
+    arg = sum(k * m.astype(np.int64) for k, m in enumerate(selection()))
+    ((t, _), (l, _)), oh, ow = geo.pad, *geo.out
     row = np.arange(oh).reshape(-1, 1) * sh - t + (arg // kw) * dh
     col = np.arange(ow) * sw - l + (arg % kw) * dw
     return out, Tensor((row * geo.in_hw[1] + col).astype(np.int64))
