@@ -1,22 +1,28 @@
 """Time one training step of a small CNN on 64x1x28x28 float32, chainrule vs PyTorch CPU (2 threads).
 
-Run: PYTHONPATH=src python3 benchmarks/conv_cnn_step.py
+Run: PYTHONPATH=src python3 benchmarks/conv_cnn_step.py [threads, default 2]
 Best of several interleaved rounds, to be robust to other load on the machine.
 Model: Conv2d(1,16,3)-ReLU-MaxPool2d(2)-Conv2d(16,32,3)-ReLU-MaxPool2d(2)-Flatten-Linear(800,10), SGD lr 0.01.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
-import numpy as np
-import torch
+THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))  # NumPy's BLAS gets the same thread budget as torch
 
-import chainrule as cr
-from chainrule.functional import cross_entropy
-from chainrule.nn import Flatten, Linear, ReLU, Sequential
-from chainrule.nn.conv import Conv2d
-from chainrule.nn.pooling import MaxPool2d
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import chainrule as cr  # noqa: E402
+from chainrule.functional import cross_entropy  # noqa: E402
+from chainrule.nn import Flatten, Linear, ReLU, Sequential  # noqa: E402
+from chainrule.nn.conv import Conv2d  # noqa: E402
+from chainrule.nn.pooling import MaxPool2d  # noqa: E402
 
 
 def best_of(step, repeats: int = 7, inner: int = 10) -> float:
@@ -31,7 +37,7 @@ def best_of(step, repeats: int = 7, inner: int = 10) -> float:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
     y = rng.integers(0, 10, 64)
@@ -63,7 +69,7 @@ def main() -> None:
     tt = ct = float("inf")
     for _ in range(5):
         tt, ct = min(tt, best_of(tstep, 3)), min(ct, best_of(cstep, 3))
-    print(f"torch (2 threads): {tt * 1e3:.2f} ms/step   chainrule: {ct * 1e3:.2f} ms/step   ratio: {ct / tt:.2f}")
+    print(f"threads={THREADS}  torch: {tt * 1e3:.2f} ms/step  chainrule: {ct * 1e3:.2f} ms/step  ratio: {ct / tt:.2f}")
 
 
 if __name__ == "__main__":

@@ -108,12 +108,23 @@ def _geometry(
     return _Geometry(k, s, pad, d, out, hw)  # type: ignore[arg-type]
 
 
+def _full_laid_out_as(like: np.ndarray, shape: tuple[int, ...], value: float = 0.0) -> np.ndarray:
+    """`value`-filled array of `shape` whose axes lie in memory in the same order as `like`'s.
+
+    Keeping one memory layout through a network keeps elementwise ops on matching strides (fast).
+    """
+    order = np.argsort([-abs(st) for st in like.strides], kind="stable")
+    if list(order) == list(range(like.ndim)):
+        return np.full(shape, value, dtype=like.dtype)
+    return np.full([shape[i] for i in order], value, dtype=like.dtype).transpose(np.argsort(order))
+
+
 def _pad(x: np.ndarray, pad: Pad2, value: float = 0.0) -> np.ndarray:
     (t, b), (l, r) = pad
     if not (t or b or l or r):
         return x
     *lead, h, w = x.shape
-    out = np.full((*lead, h + t + b, w + l + r), value, dtype=x.dtype)
+    out = _full_laid_out_as(x, (*lead, h + t + b, w + l + r), value)
     out[..., t : t + h, l : l + w] = x
     return out
 
@@ -137,14 +148,6 @@ def _offsets(geo: _Geometry) -> list[tuple[int, tuple[slice, slice]]]:
         for i in range(kh)
         for j in range(kw)
     ]
-
-
-def _zeros_laid_out_as(like: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Zeros of `shape` whose axes are ordered in memory as `like`'s (keeps later elementwise ops on one layout)."""
-    order = np.argsort([-abs(s) for s in like.strides], kind="stable")
-    if list(order) == list(range(like.ndim)):
-        return np.zeros(shape, dtype=like.dtype)
-    return np.zeros([shape[i] for i in order], dtype=like.dtype).transpose(np.argsort(order))
 
 
 def _crop(xp: np.ndarray, geo: _Geometry) -> np.ndarray:
@@ -175,20 +178,24 @@ class _ConvSpec(NamedTuple):
 
 
 def _im2col(x: np.ndarray, spec: _ConvSpec) -> np.ndarray:
-    """cols (G, C/G·kH·kW, N·OH·OW): every window of the padded input, laid out for one matrix product."""
+    """cols (G, C/G·kH·kW, OH·OW·N): every window of the padded input, laid out for one matrix product.
+
+    The batch index is innermost: the product's output (C_out, OH, OW, N) then keeps the batch innermost,
+    which makes the strided window reads and gradient adds of the next layers run over long contiguous rows.
+    """
     n, c = x.shape[:2]
     g = spec.groups
     (kh, kw), (oh, ow) = spec.geo.kernel, spec.geo.out
     win = _windows(_pad(x, spec.geo.pad), spec.geo).reshape(n, g, c // g, kh, kw, oh, ow)
-    cols = np.empty((g, c // g, kh, kw, n, oh, ow), dtype=x.dtype)
-    np.copyto(cols, win.transpose(1, 2, 3, 4, 0, 5, 6))
-    return cols.reshape(g, (c // g) * kh * kw, n * oh * ow)
+    cols = np.empty((g, c // g, kh, kw, oh, ow, n), dtype=x.dtype)
+    np.copyto(cols, win.transpose(1, 2, 3, 4, 5, 6, 0))
+    return cols.reshape(g, (c // g) * kh * kw, oh * ow * n)
 
 
 def _g_matrix(g: np.ndarray, groups: int) -> np.ndarray:
-    """Output gradient (N, O, OH, OW) as (G, O/G, N·OH·OW)."""
+    """Output gradient (N, O, OH, OW) as (G, O/G, OH·OW·N) (no copy when it has the conv output's layout)."""
     n, o, oh, ow = g.shape
-    return g.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * oh * ow)
+    return g.transpose(1, 2, 3, 0).reshape(groups, o // groups, oh * ow * n)
 
 
 def _conv_np(x: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -196,9 +203,8 @@ def _conv_np(x: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> tuple[np.ndarray,
     o = w.shape[0]
     g = spec.groups
     cols = _im2col(x, spec)
-    out = np.matmul(w.reshape(g, o // g, -1), cols)  # (G, O/G, N·OH·OW)
-    # (O, N, OH, OW) memory seen as (N, O, OH, OW): no copy, and the next layer's im2col reads it well
-    return out.reshape(o, n, *spec.geo.out).transpose(1, 0, 2, 3), cols
+    out = np.matmul(w.reshape(g, o // g, -1), cols)  # (G, O/G, OH·OW·N)
+    return out.reshape(o, *spec.geo.out, n).transpose(3, 0, 1, 2), cols  # memory (O, OH, OW, N), seen as NCHW
 
 
 def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.ndarray:
@@ -207,11 +213,13 @@ def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.nda
     grp = spec.groups
     oh, ow = spec.geo.out
     wt = w.reshape(grp, o // grp, -1).transpose(0, 2, 1)
-    dcols = np.matmul(wt, _g_matrix(g, grp)).reshape(c, kh * kw, n, oh, ow)
-    gxp = np.zeros(_padded_shape((c, n), spec.geo), dtype=dcols.dtype)
-    for k, sl in _offsets(spec.geo):
-        gxp[(..., *sl)] += dcols[:, k]
-    return _crop(gxp, spec.geo).transpose(1, 0, 2, 3)
+    dcols = np.matmul(wt, _g_matrix(g, grp)).reshape(c, kh * kw, oh, ow, n)
+    gxp = np.zeros(_padded_shape((c,), spec.geo) + (n,), dtype=dcols.dtype)  # (C, Hp, Wp, N)
+    for k, (sl_h, sl_w) in _offsets(spec.geo):
+        gxp[:, sl_h, sl_w] += dcols[:, k]
+    (t, _), (l, _) = spec.geo.pad
+    h, w_ = spec.geo.in_hw
+    return gxp[:, t : t + h, l : l + w_].transpose(3, 0, 1, 2)
 
 
 def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np.ndarray | None) -> np.ndarray:
@@ -383,17 +391,20 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     def selection() -> list[np.ndarray]:
         """One boolean mask per kernel offset marking where it holds its window's first maximum (as PyTorch)."""
         if not masks:
-            taken = np.zeros(best.shape, dtype=bool)
-            for v in views:
+            taken = None
+            for i, v in enumerate(views):
                 sel = v == best
-                if masks:
-                    sel &= ~taken
-                taken |= sel
+                if taken is not None:
+                    np.greater(sel, taken, out=sel)  # sel and not yet taken
+                if taken is None:
+                    taken = sel.copy() if len(views) > 1 else sel
+                elif i < len(views) - 1:
+                    taken |= sel
                 masks.append(sel)
         return masks
 
     def scatter(g: np.ndarray) -> np.ndarray:  # adjoint: each output's gradient goes to its argmax
-        gxp = _zeros_laid_out_as(best, shape_p)
+        gxp = _full_laid_out_as(best, shape_p)
         for (_, sl), sel in zip(offsets, selection()):
             if disjoint:
                 np.multiply(g, sel, out=gxp[(..., *sl)])
