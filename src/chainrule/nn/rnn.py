@@ -12,14 +12,36 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import cat, linear, relu, sigmoid, stack, tanh
+from ..ops import cat, linear, relu, stack, tanh
 from ..random import Generator, default_generator
-from ..tensor import Tensor, _default_dtype
+from ..tensor import Tensor, _default_dtype, record
 from .module import Module, Parameter
 
 __all__ = ["GRU", "LSTM", "RNN", "RNNBase"]
 
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 3, "LSTM": 4}
+
+
+def _gates(pre: Tensor, is_tanh: np.ndarray) -> Tensor:
+    """tanh on the columns where `is_tanh`, the logistic sigmoid elsewhere, in one op.
+
+    σ(x) = (1 + tanh(x/2)) / 2 needs one tanh and never overflows. Derivative from the output y:
+    σ' = y(1 - y), tanh' = 1 - y², i.e. y(a - y) + b with a = 1, b = 0 for σ and a = 0, b = 1 for tanh.
+    """
+    t = np.tanh(np.where(is_tanh, pre.data, pre.data * 0.5))
+    out_data = np.where(is_tanh, t, t * 0.5 + 0.5).astype(pre.dtype, copy=False)
+    a = Tensor((~is_tanh).astype(pre.dtype))
+    b = Tensor(is_tanh.astype(pre.dtype))
+    out = record("rnn_gates", out_data, (pre,), lambda g: (g * (out * (a - out) + b),), saved=())
+    return out
+
+
+def _unbind(x: Tensor) -> list[Tensor]:
+    """x[0], x[1], ... by halving recursively: backward costs O(L log L), not O(L²) as L direct slices would."""
+    if x.shape[0] == 1:
+        return [x[0]]
+    mid = x.shape[0] // 2
+    return _unbind(x[:mid]) + _unbind(x[mid:])
 
 
 class RNNBase(Module):
@@ -119,22 +141,25 @@ class RNNBase(Module):
         states = self._initial(hx, n, unbatched, x.dtype)
         dirs = 2 if self.bidirectional else 1
         finals = []
+        # the layer input as one (N, features) tensor per step: slicing a (L, N, ·) tensor at every step would
+        # make backward add L full-size gradients (quadratic in L); lists keep it linear
+        xs = _unbind(x) if x.requires_grad else [Tensor(x.data[t]) for t in range(seq_len)]
         for layer in range(self.num_layers):
             if layer:
-                x = self._dropout(x)
+                xs = [self._dropout(xt) for xt in xs]
             outs = []
             for d, suffix in enumerate(("", "_reverse")[:dirs]):
-                p = lambda kind: getattr(self, f"{kind}_l{layer}{suffix}")
-                gi = linear(x, p("weight_ih"), p("bias_ih") if self.bias else None)  # (L, N, gates·H)
+                w_ih, w_hh = getattr(self, f"weight_ih_l{layer}{suffix}"), getattr(self, f"weight_hh_l{layer}{suffix}")
+                b_ih = getattr(self, f"bias_ih_l{layer}{suffix}") if self.bias else None
+                b_hh = getattr(self, f"bias_hh_l{layer}{suffix}") if self.bias else None
                 state = states[layer * dirs + d]
-                steps = range(seq_len - 1, -1, -1) if d else range(seq_len)
-                hs = [None] * seq_len
-                for t in steps:
-                    h, state = self._cell(gi[t], state, p("weight_hh"), p("bias_hh") if self.bias else None)
-                    hs[t] = h
-                outs.append(stack(hs, 0))
+                hs: list[Any] = [None] * seq_len
+                for t in range(seq_len - 1, -1, -1) if d else range(seq_len):
+                    hs[t], state = self._cell(linear(xs[t], w_ih, b_ih), state, w_hh, b_hh)
+                outs.append(hs)
                 finals.append(state)
-            x = outs[0] if dirs == 1 else cat(outs, 2)
+            xs = outs[0] if dirs == 1 else [cat([f, b], 1) for f, b in zip(*outs)]
+        x = stack(xs, 0)
         output = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         if self.mode == "LSTM":
             h_n, c_n = stack([s[0] for s in finals], 0), stack([s[1] for s in finals], 0)
@@ -187,7 +212,7 @@ class GRU(RNNBase):
     def _cell(self, gi: Tensor, h: Tensor, w_hh: Tensor, b_hh: Tensor | None) -> tuple[Tensor, Tensor]:
         hs = self.hidden_size
         gh = linear(h, w_hh, b_hh)
-        rz = sigmoid(gi[:, : 2 * hs] + gh[:, : 2 * hs])
+        rz = _gates(gi[:, : 2 * hs] + gh[:, : 2 * hs], np.zeros(2 * hs, dtype=bool))
         r, z = rz[:, :hs], rz[:, hs:]
         n = tanh(gi[:, 2 * hs :] + r * gh[:, 2 * hs :])
         h = n + z * (h - n)
@@ -200,13 +225,14 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kw: Any):
         super().__init__("LSTM", input_size, hidden_size, num_layers, **kw)
+        self._tanh_cols = np.arange(4 * hidden_size) // hidden_size == 2  # the g (cell input) gate
 
     def _cell(self, gi: Tensor, state: Any, w_hh: Tensor, b_hh: Tensor | None) -> tuple[Tensor, Any]:
         hs = self.hidden_size
         h, c = state
         pre = gi + linear(h, w_hh, b_hh)
-        i_f = sigmoid(pre[:, : 2 * hs])
-        g, o = tanh(pre[:, 2 * hs : 3 * hs]), sigmoid(pre[:, 3 * hs :])
-        c = i_f[:, hs:] * c + i_f[:, :hs] * g
+        act = _gates(pre, self._tanh_cols)
+        i, f, g, o = act[:, :hs], act[:, hs : 2 * hs], act[:, 2 * hs : 3 * hs], act[:, 3 * hs :]
+        c = f * c + i * g
         h = o * tanh(c)
         return h, (h, c)

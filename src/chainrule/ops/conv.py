@@ -114,9 +114,10 @@ def _full_laid_out_as(like: np.ndarray, shape: tuple[int, ...], value: float = 0
     Keeping one memory layout through a network keeps elementwise ops on matching strides (fast).
     """
     order = np.argsort([-abs(st) for st in like.strides], kind="stable")
+    make = (lambda sh: np.zeros(sh, like.dtype)) if value == 0 else (lambda sh: np.full(sh, value, like.dtype))
     if list(order) == list(range(like.ndim)):
-        return np.full(shape, value, dtype=like.dtype)
-    return np.full([shape[i] for i in order], value, dtype=like.dtype).transpose(np.argsort(order))
+        return make(shape)
+    return make([shape[i] for i in order]).transpose(np.argsort(order))
 
 
 def _pad(x: np.ndarray, pad: Pad2, value: float = 0.0) -> np.ndarray:
