@@ -120,6 +120,15 @@ def _full_laid_out_as(like: np.ndarray, shape: tuple[int, ...], value: float = 0
     return make([shape[i] for i in order]).transpose(np.argsort(order))
 
 
+def _same_layout(a: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """`a` copied, if needed, into `like`'s memory layout, so that ops combining the two run on matching strides."""
+    if np.argsort(a.strides, kind="stable").tolist() == np.argsort(like.strides, kind="stable").tolist():
+        return a
+    out = np.empty_like(like, dtype=a.dtype)  # order="K": like's layout
+    np.copyto(out, a)
+    return out
+
+
 def _pad(x: np.ndarray, pad: Pad2, value: float = 0.0) -> np.ndarray:
     (t, b), (l, r) = pad
     if not (t or b or l or r):
@@ -225,7 +234,8 @@ def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.nda
 
 def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np.ndarray | None) -> np.ndarray:
     cols = _im2col(x, spec) if cols is None else cols
-    return np.matmul(_g_matrix(g, spec.groups), cols.transpose(0, 2, 1)).reshape(spec.w_shape)
+    # (cols · gᵀ)ᵀ rather than g · colsᵀ: the long N·OH·OW axis is contracted as BLAS does it fastest
+    return np.matmul(cols, _g_matrix(g, spec.groups).transpose(0, 2, 1)).transpose(0, 2, 1).reshape(spec.w_shape)
 
 
 # ----------------------------------------------------------------------------- convolution ops (recorded)
@@ -405,6 +415,7 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
         return masks
 
     def scatter(g: np.ndarray) -> np.ndarray:  # adjoint: each output's gradient goes to its argmax
+        g = _same_layout(g, best)
         gxp = _full_laid_out_as(best, shape_p)
         for (_, sl), sel in zip(offsets, selection()):
             if disjoint:
