@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chainrule as cr
 from chainrule.nn.conv import Conv1d, Conv2d
@@ -16,6 +18,7 @@ CONFIGS_2D = [
     dict(padding=1),
     dict(padding=(2, 1), stride=(2, 3), dilation=(2, 1)),
     dict(padding="same", dilation=2),
+    dict(padding="same", kernel_size=4),  # asymmetric: the extra padding goes on the right
     dict(padding="valid", bias=False),
     dict(groups=2, stride=2, padding=1),
     dict(groups=2, kernel_size=(1, 3), stride=(1, 2)),
@@ -36,6 +39,7 @@ def _compare(cm, tm, x: np.ndarray) -> None:
         np.testing.assert_allclose(p.grad.data, tparams[name].grad.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("cfg", CONFIGS_2D, ids=str)
 def test_conv2d_matches_torch(cfg: dict) -> None:
     cfg = {"kernel_size": 3, **cfg}
@@ -44,6 +48,7 @@ def test_conv2d_matches_torch(cfg: dict) -> None:
     _compare(cm, tm, np.random.default_rng(0).standard_normal((3, 4, 9, 8)))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("cfg", CONFIGS_2D, ids=str)
 def test_conv1d_matches_torch(cfg: dict) -> None:
     cfg = {"kernel_size": 3, **cfg}
@@ -51,6 +56,37 @@ def test_conv1d_matches_torch(cfg: dict) -> None:
     cm = Conv1d(4, 6, dtype=np.float64, **cfg)
     tm = torch.nn.Conv1d(4, 6, dtype=torch.float64, **cfg)
     _compare(cm, tm, np.random.default_rng(0).standard_normal((3, 4, 11)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    groups=st.sampled_from([1, 2]),
+    hw=st.tuples(st.integers(4, 9), st.integers(4, 9)),
+    k=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    pad=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+)
+def test_conv2d_random_configs(n, groups, hw, k, stride, pad, dil) -> None:
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((n, 4, *hw)), rng.standard_normal((6, 4 // groups, *k)), rng.standard_normal(6)
+    kw = dict(stride=stride, padding=pad, dilation=dil, groups=groups)
+    tensors_c = [cr.tensor(a, requires_grad=True) for a in (x, w, b)]
+    tensors_t = [torch.tensor(a, requires_grad=True) for a in (x, w, b)]
+    try:
+        yt = torch.nn.functional.conv2d(*tensors_t, **kw)
+    except RuntimeError:  # kernel larger than the padded input: chainrule must refuse too
+        with pytest.raises(ValueError):
+            conv2d(*tensors_c, **kw)
+        return
+    yc = conv2d(*tensors_c, **kw)
+    np.testing.assert_allclose(yc.data, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(yc.shape)
+    yc.backward(cr.tensor(g))
+    yt.backward(torch.tensor(g))
+    for a, b_ in zip(tensors_c, tensors_t):
+        np.testing.assert_allclose(a.grad.data, b_.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_unbatched_input() -> None:

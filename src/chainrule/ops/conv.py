@@ -520,7 +520,7 @@ def _avg_pool(
 
     def pool(v: np.ndarray) -> np.ndarray:
         vp = _pad(v, geo.pad)
-        out = np.zeros((n, c, *geo.out), dtype=v.dtype)
+        out = _full_laid_out_as(vp, (n, c, *geo.out))
         for _, sl in offsets:
             out += vp[(..., *sl)]
         out *= scale
@@ -528,10 +528,10 @@ def _avg_pool(
 
     def spread(g: np.ndarray) -> np.ndarray:
         gs = g * scale
-        gxp = np.zeros(shape_p, dtype=g.dtype)
+        gxp = _full_laid_out_as(gs, shape_p)
         for _, sl in offsets:
             gxp[(..., *sl)] += gs
-        return np.ascontiguousarray(_crop(gxp, geo))
+        return _crop(gxp, geo)
 
     return _linear_op(op, pool, spread, x)
 
