@@ -17,7 +17,9 @@ three ops, and the pooling ops are linear maps recorded with their adjoints, so
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -48,6 +50,30 @@ class _Geometry(NamedTuple):
     dilation: tuple[int, int]
     out: tuple[int, int]  # (OH, OW)
     in_hw: tuple[int, int]  # (H, W) before padding
+
+
+_executor: list[ThreadPoolExecutor] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_executor.clear)  # a forked child has no pool threads: make a new pool
+
+
+def _num_threads() -> int:
+    """Threads for the big elementwise kernels: $CHAINRULE_NUM_THREADS, else the CPU count (at most 4)."""
+    env = os.environ.get("CHAINRULE_NUM_THREADS")
+    return max(1, int(env)) if env else min(4, os.cpu_count() or 1)
+
+
+def _parallel(tasks: list[Callable[[], Any]], elements: int) -> list[Any]:
+    """Run independent NumPy tasks (each touching `elements` values) on a thread pool; NumPy releases the GIL.
+
+    Small tasks run inline: a thread hand-off costs tens of microseconds.
+    """
+    threads = _num_threads()
+    if len(tasks) < 2 or threads < 2 or elements < 1 << 15:
+        return [t() for t in tasks]
+    if not _executor:
+        _executor.append(ThreadPoolExecutor(threads, thread_name_prefix="chainrule"))
+    return list(_executor[0].map(lambda t: t(), tasks))
 
 
 def _pair(v: Any, name: str, op: str) -> tuple[int, int]:
@@ -204,7 +230,8 @@ def _im2col(x: np.ndarray, spec: _ConvSpec) -> np.ndarray:
     (kh, kw), (oh, ow) = spec.geo.kernel, spec.geo.out
     win = _windows(_pad(x, spec.geo.pad), spec.geo).reshape(n, g, c // g, kh, kw, oh, ow)
     cols = np.empty((g, c // g, kh, kw, oh, ow, n), dtype=x.dtype)
-    np.copyto(cols, win.transpose(1, 2, 3, 4, 5, 6, 0))
+    src = win.transpose(1, 2, 3, 4, 5, 6, 0)
+    _parallel([lambda i=i: np.copyto(cols[:, :, i], src[:, :, i]) for i in range(kh)], cols[:, :, 0].size)
     return cols.reshape(g, (c // g) * kh * kw, oh * ow * n)
 
 
@@ -398,9 +425,18 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
     offsets = _offsets(geo)
     views = [xp[(..., *sl)] for _, sl in offsets]
-    best = views[0].copy() if len(views) == 1 else np.maximum(views[0], views[1])
-    for v in views[2:]:
-        np.maximum(best, v, out=best)
+
+    def running_max(vs: list[np.ndarray]) -> np.ndarray:
+        m = vs[0].copy() if len(vs) == 1 else np.maximum(vs[0], vs[1])
+        for v in vs[2:]:
+            np.maximum(m, v, out=m)
+        return m
+
+    half = len(views) // 2
+    parts = [views] if half < 2 else [views[:half], views[half:]]
+    best, *rest = _parallel([lambda vs=vs: running_max(vs) for vs in parts], views[0].size)
+    for r in rest:
+        np.maximum(best, r, out=best)
     shape_p = _padded_shape((n, c), geo)
     disjoint = sh > dh * (kh - 1) and sw > dw * (kw - 1)  # windows do not overlap: scatter can write, not add
     masks: list[np.ndarray] = []
@@ -409,8 +445,8 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
         """One boolean mask per kernel offset marking where it holds its window's first maximum (as PyTorch)."""
         if not masks:
             taken = None
-            for i, v in enumerate(views):
-                sel = v == best
+            equal = _parallel([lambda v=v: v == best for v in views], best.size)
+            for i, sel in enumerate(equal):
                 flat = _flat(sel)  # 1-D logical ops are several times faster than on transposed 4-D arrays
                 if not np.may_share_memory(flat, sel):
                     sel = np.ascontiguousarray(sel)
@@ -427,10 +463,11 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     def scatter(g: np.ndarray) -> np.ndarray:  # adjoint: each output's gradient goes to its argmax
         g = _same_layout(g, best)
         gxp = _full_laid_out_as(best, shape_p)
-        for (_, sl), sel in zip(offsets, selection()):
-            if disjoint:
-                np.multiply(g, sel, out=gxp[(..., *sl)])
-            else:
+        if disjoint:
+            pairs = zip(offsets, selection())
+            _parallel([lambda sl=sl, m=m: np.multiply(g, m, out=gxp[(..., *sl)]) for (_, sl), m in pairs], g.size)
+        else:
+            for (_, sl), sel in zip(offsets, selection()):
                 gxp[(..., *sl)] += g * sel
         return _crop(gxp, geo)
 
