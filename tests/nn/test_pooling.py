@@ -102,3 +102,20 @@ def test_pool_errors() -> None:
         C.max_pool2d(cr.randn(1, 1, 6, 6), 2, padding=2)
     with pytest.raises(ValueError, match="dims"):
         C.avg_pool2d(cr.randn(6, 6), 2)
+
+
+def test_large_inputs_take_the_threaded_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHAINRULE_NUM_THREADS", "2")
+    relu_like = np.maximum(np.random.default_rng(5).standard_normal((32, 16, 26, 26)), 0)  # many tied zero windows
+    x = np.ascontiguousarray(relu_like)
+    xc, xt = cr.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    oc, ot = C.max_pool2d(xc, 2), F.max_pool2d(xt, 2)
+    np.testing.assert_array_equal(oc.data, ot.detach().numpy())
+    g = np.random.default_rng(6).standard_normal(oc.shape)
+    oc.backward(cr.tensor(g))
+    ot.backward(torch.tensor(g))
+    np.testing.assert_array_equal(xc.grad.data, xt.grad.numpy())
+    w = np.random.default_rng(7).standard_normal((8, 16, 3, 3))
+    yc = C.conv2d(cr.tensor(x), cr.tensor(w), padding=1)
+    yt = F.conv2d(torch.tensor(x), torch.tensor(w), padding=1)
+    np.testing.assert_allclose(yc.data, yt.numpy(), rtol=1e-12, atol=1e-12)
