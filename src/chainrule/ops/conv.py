@@ -258,8 +258,14 @@ def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.nda
     wt = w.reshape(grp, o // grp, -1).transpose(0, 2, 1)
     dcols = np.matmul(wt, _g_matrix(g, grp)).reshape(c, kh * kw, oh, ow, n)
     gxp = np.zeros(_padded_shape((c,), spec.geo) + (n,), dtype=dcols.dtype)  # (C, Hp, Wp, N)
-    for k, (sl_h, sl_w) in _offsets(spec.geo):
-        gxp[:, sl_h, sl_w] += dcols[:, k]
+    offsets = _offsets(spec.geo)
+
+    def add_windows(lo: int, hi: int) -> None:  # overlapping windows: split the work by channel, not by offset
+        for k, (sl_h, sl_w) in offsets:
+            gxp[lo:hi, sl_h, sl_w] += dcols[lo:hi, k]
+
+    bounds = [0, c // 2, c] if c > 1 else [0, c]
+    _parallel([lambda lo=lo, hi=hi: add_windows(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])], dcols.size // 2)
     (t, _), (l, _) = spec.geo.pad
     h, w_ = spec.geo.in_hw
     return gxp[:, t : t + h, l : l + w_].transpose(3, 0, 1, 2)
