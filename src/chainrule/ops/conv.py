@@ -1,13 +1,18 @@
 """Convolution and pooling (1-D and 2-D), differentiable to any order.
 
-Layout is PyTorch's: input (N, C, H, W) or unbatched (C, H, W); weight (C_out, C_in/groups, kH, kW).
+Shapes are PyTorch's: input (N, C, H, W) or unbatched (C, H, W); weight (C_out, C_in/groups, kH, kW).
 The 1-D ops run the 2-D ones on a height of 1.
 
 How convolution is computed (im2col): the padded input is viewed (no copy, `as_strided`) as
 all its kH·kW shifted windows, copied once into a matrix `cols` of shape
-(groups, C_in/groups·kH·kW, N·OH·OW), and multiplied by the weight matrix: one matrix product.
-Backward is two more products (weight: g·colsᵀ; input: Wᵀ·g) and, for the input, the columns
+(groups, C_in/groups·kH·kW, OH·OW·N), and multiplied by the weight matrix: one matrix product.
+Backward is two more products (weight: cols·gᵀ; input: Wᵀ·g) and, for the input, the columns
 are added back to their windows by looping over the kH·kW kernel offsets (a strided add each).
+
+Memory layout: a conv output is an (N, C, OH, OW) view of memory ordered (C, OH, OW, N), batch
+innermost. Later ops keep that layout (pooling allocates its results and gradients like its input),
+so window reads and gradient adds run over long contiguous rows. Independent per-offset kernels
+of large arrays run on a small thread pool ($CHAINRULE_NUM_THREADS threads; NumPy releases the GIL).
 
 Every backward rule is itself a recorded op: conv's input gradient (a transposed convolution)
 and weight gradient (a correlation of input and gradient) have backward rules made of the same
