@@ -12,8 +12,8 @@ import sys
 import time
 
 THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CHAINRULE_NUM_THREADS"):
-    os.environ.setdefault(_var, str(THREADS))  # NumPy's BLAS and chainrule's kernels get torch's thread budget
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, str(THREADS))  # NumPy's BLAS gets torch's thread budget
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -12,7 +12,7 @@ are added back to their windows by looping over the kH·kW kernel offsets (a str
 Memory layout: a conv output is an (N, C, OH, OW) view of memory ordered (C, OH, OW, N), batch
 innermost. Later ops keep that layout (pooling allocates its results and gradients like its input),
 so window reads and gradient adds run over long contiguous rows. Independent per-offset kernels
-of large arrays run on a small thread pool ($CHAINRULE_NUM_THREADS threads; NumPy releases the GIL).
+of large arrays can run on a small thread pool (opt-in: $CHAINRULE_NUM_THREADS; NumPy releases the GIL).
 
 Every backward rule is itself a recorded op: conv's input gradient (a transposed convolution)
 and weight gradient (a correlation of input and gradient) have backward rules made of the same
@@ -63,9 +63,13 @@ if hasattr(os, "register_at_fork"):
 
 
 def _num_threads() -> int:
-    """Threads for the big elementwise kernels: $CHAINRULE_NUM_THREADS, else the CPU count (at most 4)."""
+    """Threads for the big elementwise kernels: $CHAINRULE_NUM_THREADS, default 1.
+
+    Off by default: measured on 2 cores, the pool threads compete with BLAS's own (spinning) threads
+    and a CNN training step got slower (9.4 ms against 6.4 ms, benchmarks/conv_cnn_step.py).
+    """
     env = os.environ.get("CHAINRULE_NUM_THREADS")
-    return max(1, int(env)) if env else min(4, os.cpu_count() or 1)
+    return max(1, int(env)) if env else 1
 
 
 def _parallel(tasks: list[Callable[[], Any]], elements: int) -> list[Any]:
