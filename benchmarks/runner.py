@@ -96,13 +96,18 @@ def run_workload(name: str, repeats: int = 5, steps: int | None = None, epochs: 
         for impl in live:  # warm-up, discarded
             workers[impl].ask(cmd="run", n=steps)
         times: dict[str, list[float]] = {i: [] for i in live}
+        cpu: dict[str, list[float]] = {i: [] for i in live}
         for r in range(repeats):
             order = live[r % len(live) :] + live[: r % len(live)] if live else []
             for impl in order:
-                times[impl].append(workers[impl].ask(cmd="run", n=steps)["seconds"] / steps)
+                out = workers[impl].ask(cmd="run", n=steps)
+                times[impl].append(out["seconds"] / steps)
+                cpu[impl].append(out["cpu_seconds"] / steps)
         for impl in live:
             rows[impl]["times"] = times[impl]
             rows[impl]["median_s"] = statistics.median(times[impl]) if times[impl] else None
+            rows[impl]["cpu_times"] = cpu[impl]
+            rows[impl]["median_cpu_s"] = statistics.median(cpu[impl]) if cpu[impl] else None
             rows[impl].update(workers[impl].ask(cmd="loss"))
         if acc_epochs:
             for impl in live:
@@ -151,20 +156,21 @@ def _fmt_time(s: float | None) -> str:
 
 def format_table(results: list[dict]) -> str:
     lines = [
-        "| workload | implementation | median per unit | peer / chainrule | peak RSS | loss after timed steps | "
-        "test acc. | check |",
-        "|---|---|---|---|---|---|---|---|",
+        "| workload | implementation | median per unit | peer / chainrule | CPU time per unit | peak RSS | "
+        "loss after timed steps | test acc. | check |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         for row in res["rows"]:
             if "unavailable" in row:
-                lines.append(f"| {res['workload']} | {row['impl']} | unavailable: {row['unavailable']} | | | | | |")
+                lines.append(f"| {res['workload']} | {row['impl']} | unavailable: {row['unavailable']} | | | | | | |")
                 continue
             ratio = f"{row['ratio']:.2f}×" if "ratio" in row else ("1 (ref)" if row["impl"] == "chainrule" else "-")
             acc = f"{row['accuracy'] * 100:.1f}% ({res['accuracy_epochs']} ep.)" if "accuracy" in row else "-"
             lines.append(
                 f"| {res['workload']} | {row['impl']} | {_fmt_time(row.get('median_s'))}/{res['unit']} | {ratio} | "
-                f"{row.get('maxrss_mb', 0):.0f} MB | {row.get('loss', float('nan')):.6g} | {acc} | "
+                f"{_fmt_time(row.get('median_cpu_s'))} | {row.get('maxrss_mb', 0):.0f} MB | "
+                f"{row.get('loss', float('nan')):.6g} | {acc} | "
                 f"{row.get('check', '')} |"
             )
     return "\n".join(lines)

@@ -65,9 +65,9 @@ def main() -> None:
         msg = json.loads(line)
         try:
             if msg["cmd"] == "run":
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 bench.run(msg["n"])
-                reply({"seconds": time.perf_counter() - t0})
+                reply({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0})
             elif msg["cmd"] == "loss":
                 values = bench.values() if hasattr(bench, "values") else []
                 reply({"loss": bench.loss(), "values": [float(v) for v in values]})

@@ -59,7 +59,8 @@ def cross_entropy(input: Tensor, target: Any, reduction: str = "mean") -> Tensor
     if reduction == "none":
         out_data, scale = losses, None
     elif reduction in ("mean", "sum"):
-        out_data = np.asarray(losses.mean() if reduction == "mean" else losses.sum(), dtype=x.dtype)
+        # sum / n is what ndarray.mean computes, without its Python-level overhead
+        out_data = np.asarray(losses.sum() / n if reduction == "mean" else losses.sum(), dtype=x.dtype)
         scale = 1.0 / n if reduction == "mean" else 1.0
     else:
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")

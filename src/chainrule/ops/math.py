@@ -47,7 +47,14 @@ def add(a: Any, b: Any) -> Tensor:
 
 def sub(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("sub", np.subtract, a, b)
-    return record("sub", out, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), saved=())
+
+    def backward(g: Tensor) -> tuple:
+        if not _GradMode.enabled:  # fast path: no neg node when nothing is recorded
+            gb = _np_unbroadcast(np.negative(g.data), b.shape) if b.requires_grad else None
+            return (unbroadcast(g, a.shape) if a.requires_grad else None), gb
+        return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
+
+    return record("sub", out, (a, b), backward, saved=())
 
 
 def mul(a: Any, b: Any) -> Tensor:
