@@ -99,5 +99,5 @@ def load_digits_split() -> dict[str, np.ndarray]:
 def torch_setup():
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(int(os.environ.get("CHAINRULE_BENCH_THREADS", THREADS)))
     return torch

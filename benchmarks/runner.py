@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Worker:
-    def __init__(self, workload: str, impl: str, cfg: dict) -> None:
+    def __init__(self, workload: str, impl: str, cfg: dict, threads: int = THREADS) -> None:
         env = dict(os.environ)
-        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[k] = str(THREADS)
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CHAINRULE_BENCH_THREADS"):
+            env[k] = str(threads)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
         self.impl = impl
         self.proc = subprocess.Popen(
@@ -69,21 +69,21 @@ class Worker:
 
 
 def run_workload(name: str, repeats: int = 5, steps: int | None = None, epochs: int | None = None,
-                 impls: list[str] | None = None, log=print) -> dict:  # fmt: skip
+                 impls: list[str] | None = None, log=print, threads: int = THREADS) -> dict:  # fmt: skip
     """Run one workload; returns {"workload", "rows": [...], "ok": bool, ...}."""
     mod = importlib.import_module(WORKLOADS[name])
     if hasattr(mod, "prepare"):
         mod.prepare()
     steps = steps or mod.STEPS
     acc_epochs = getattr(mod, "ACC_EPOCHS", None)
-    if acc_epochs is not None and epochs is not None:
+    if acc_epochs is not None and epochs is not None and epochs >= 0:  # -1: the WORKLOADS.md figure
         acc_epochs = epochs
     names = [i for i in mod.IMPLS if impls is None or i in impls]
     workers: dict[str, Worker] = {}
     rows = {i: {"impl": i} for i in names}
     try:
         for impl in names:
-            w = Worker(name, impl, {"steps": steps})
+            w = Worker(name, impl, {"steps": steps}, threads)
             if "unavailable" in w.status:
                 rows[impl]["unavailable"] = w.status["unavailable"]
                 w.proc.stdin.close()
@@ -184,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="units per repeat (default: per workload)")
     p.add_argument(
         "--epochs", type=int, default=20,
-        help="W3/W5: epochs after which test accuracy is measured (default 20 for speed; WORKLOADS.md uses "
+        help="W3/W5: epochs after which test accuracy is measured (default 20, for speed; -1 uses WORKLOADS.md's "
         "100 for W3 and 200 for W5; 0 skips)",
     )  # fmt: skip
+    p.add_argument("--threads", type=int, default=THREADS, help=f"BLAS and torch threads (default {THREADS})")
     p.add_argument("--json", default=None, help="write the figures to this JSON file")
     args = p.parse_args(argv)
     names = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
@@ -198,17 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         print(f"## {name}", flush=True)
-        results.append(run_workload(name, args.repeats, args.steps, args.epochs, impls))
+        results.append(run_workload(name, args.repeats, args.steps, args.epochs, impls, threads=args.threads))
     print()
     cmd = " ".join(sys.argv[1:] if argv is None else argv)
     load = os.getloadavg()[0]
-    print(f"date (UTC): {started:%Y-%m-%d %H:%M}; threads: {THREADS} (OMP/OPENBLAS/MKL_NUM_THREADS, "
+    print(f"date (UTC): {started:%Y-%m-%d %H:%M}; threads: {args.threads} (OMP/OPENBLAS/MKL_NUM_THREADS, "
           f"torch.set_num_threads); load average {load:.1f}; command: python -m benchmarks {cmd}")  # fmt: skip
     print(format_table(results))
     ok = all(r["ok"] for r in results)
     if args.json:
         doc = {"date": started.isoformat(), "argv": sys.argv if argv is None else argv, "cpu_count": os.cpu_count(),
-               "load_average": os.getloadavg(), "threads": THREADS, "results": results}  # fmt: skip
+               "load_average": os.getloadavg(), "threads": args.threads, "results": results}  # fmt: skip
         Path(args.json).write_text(json.dumps(doc, indent=1, default=str))
     if not ok:
         print("FAILED: some implementation reached a different loss (see the check column)", file=sys.stderr)
