@@ -50,35 +50,18 @@ class Adam(Optimizer):
                 s["step"] += 1
                 t = s["step"]
                 m, v = s["exp_avg"], s["exp_avg_sq"]
-                # the same formulas as torch, evaluated in place in one scratch array (no temporaries)
-                tmp = self._scratch(p)
                 m *= b1
-                np.multiply(g, 1 - b1, out=tmp)
-                m += tmp
+                m += (1 - b1) * g
                 v *= b2
-                np.multiply(g, 1 - b2, out=tmp)
-                tmp *= g
-                v += tmp
+                v += (1 - b2) * g * g
                 if group["amsgrad"]:
                     np.maximum(s["max_exp_avg_sq"], v, out=s["max_exp_avg_sq"])
                     v = s["max_exp_avg_sq"]
                 bias1 = 1 - b1**t
                 bias2_sqrt = math.sqrt(1 - b2**t)
-                np.sqrt(v, out=tmp)  # denom = sqrt(v) / bias2_sqrt + eps
-                tmp /= bias2_sqrt
-                tmp += eps
-                np.divide(m, tmp, out=tmp)
-                tmp *= lr / bias1
-                p.data -= tmp
+                denom = np.sqrt(v) / bias2_sqrt + eps
+                p.data -= (lr / bias1) * (m / denom)
                 p._version += 1
-
-    def _scratch(self, p: Any) -> np.ndarray:
-        """A work array shaped like `p`, kept outside `state` so that state dicts are unchanged."""
-        scratch = self.__dict__.setdefault("_scratch_arrays", {})
-        buf = scratch.get(id(p))
-        if buf is None or buf.shape != p.data.shape or buf.dtype != p.data.dtype:
-            buf = scratch[id(p)] = np.empty_like(p.data)
-        return buf
 
 
 class AdamW(Adam):

@@ -55,7 +55,7 @@ class SGD(Optimizer):
                         buf = state["momentum_buffer"] = np.array(g, dtype=p.dtype, copy=True)
                     else:
                         buf *= mom
-                        buf += (1 - damp) * g if damp else g  # 1 * g == g: skip the temporary
+                        buf += (1 - damp) * g
                     g = g + mom * buf if group["nesterov"] else buf
                 p.data -= lr * g
                 p._version += 1
