@@ -73,7 +73,10 @@ def run_workload(name: str, repeats: int = 5, steps: int | None = None, epochs: 
     """Run one workload; returns {"workload", "rows": [...], "ok": bool, ...}."""
     mod = importlib.import_module(WORKLOADS[name])
     if hasattr(mod, "prepare"):
-        mod.prepare()
+        try:
+            mod.prepare()
+        except ImportError as e:
+            raise SystemExit(f"{name} needs its dataset package: {e} (pip install mnist1d scikit-learn)") from None
     steps = steps or mod.STEPS
     acc_epochs = getattr(mod, "ACC_EPOCHS", None)
     if acc_epochs is not None and epochs is not None and epochs >= 0:  # -1: the WORKLOADS.md figure

@@ -57,6 +57,8 @@ def main() -> None:
     except Exception as e:
         if type(e).__name__ == "Unavailable":
             reply({"unavailable": str(e)})
+        elif isinstance(e, ImportError):
+            reply({"unavailable": f"{e} (pip install torch scikit-learn mnist1d for every peer)"})
         else:
             reply({"error": traceback.format_exc()})
         return
