@@ -145,13 +145,19 @@ class Communicator:
         return result
 
     def exit_hook(self, step: int) -> None:
-        """Fault injection for tests: CHAINRULE_DIST_EXIT="RANK:STEP" makes that rank exit (status 3) at that step."""
+        """Fault injection for tests: CHAINRULE_DIST_EXIT="RANK:STEP" makes that rank exit (status 3) at that
+        step of this process; "RANK:STEP:hang" makes it stop answering instead (sleep forever)."""
         spec = os.environ.get("CHAINRULE_DIST_EXIT")
-        if spec:
-            rank, at = (int(v) for v in spec.split(":"))
-            if rank == self.rank and at == step:
-                print(f"rank {self.rank}: exiting at step {step} (CHAINRULE_DIST_EXIT)", file=sys.stderr, flush=True)
-                os._exit(3)
+        if not spec:
+            return
+        rank, at, *mode = spec.split(":")
+        if int(rank) == self.rank and int(at) == step:
+            what = "hanging" if mode == ["hang"] else "exiting"
+            print(f"rank {self.rank}: {what} at step {step} (CHAINRULE_DIST_EXIT)", file=sys.stderr, flush=True)
+            if mode == ["hang"]:
+                while True:
+                    time.sleep(60)
+            os._exit(3)
 
     def broadcast_(self, buf: np.ndarray, root: int = 0, what: str = "broadcast") -> np.ndarray:
         if self.size == 1:
