@@ -72,11 +72,13 @@ class Communicator:
         return self.rank == 0
 
     def _wait(self, request: Any, what: str) -> None:
-        # spin first (a collective among healthy ranks finishes in microseconds), then back off to sleeping
-        for _ in range(2000):
+        # MPICH makes progress only inside MPI calls, so a sleeping rank stalls the collective for everyone:
+        # busy-poll (as a blocking MPI_Allreduce does) for 50 ms, then back off to short sleeps until the timeout
+        start = time.monotonic()
+        deadline, spin_until = start + self.timeout, start + min(0.05, self.timeout)
+        while time.monotonic() < spin_until:
             if request.Test():
                 return
-        deadline = time.monotonic() + self.timeout
         pause = 1e-5
         while not request.Test():
             if time.monotonic() > deadline:
@@ -85,7 +87,7 @@ class Communicator:
                     "another rank has probably died (see its output above)"
                 )
             time.sleep(pause)
-            pause = min(pause * 2, 0.002)
+            pause = min(pause * 2, 0.001)
 
     def allreduce_(self, buf: np.ndarray, what: str = "allreduce", op: str = "sum") -> np.ndarray:
         """Reduce `buf` (op "sum", "max" or "min") over all ranks, in place (non-blocking with a timeout)."""
@@ -200,7 +202,7 @@ class Communicator:
             offset = 0
             for p in bucket:
                 n = p.numel()
-                p.grad = Tensor(flat[offset : offset + n].reshape(p.shape).copy())
+                p.grad = Tensor(flat[offset : offset + n].reshape(p.shape))  # a view: flat is new each call
                 offset += n
         self.allreduce_seconds += time.perf_counter() - start
 
