@@ -442,6 +442,8 @@ def fit(
             raise ConfigError(f"{rdir}: cannot create the run directory ({e.strerror or e})") from None
         lock = RunLock(rdir) if dist is None or dist.is_main else contextlib.nullcontext()
     with lock:
+        if dist is not None and rdir is not None and resume:
+            dist.same_everywhere(checkpoint_path(rdir).exists(), "whether a checkpoint exists (shared run dir?)")
         if rdir is not None and resume and checkpoint_path(rdir).exists():
             history, st = _load_checkpoint(checkpoint_path(rdir), model, optimizer, scheduler, loader, history)
             if dist is not None:

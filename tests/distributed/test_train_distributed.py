@@ -63,6 +63,17 @@ def test_fit_float64_n_ranks_equal_one_process(tmp_path: Path) -> None:
                 np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-12, err_msg=f"{n} ranks, rank {rank}, {k}")
 
 
+def test_fit_ranks_with_empty_shards(tmp_path: Path) -> None:
+    """Global batch 4 over 4 ranks; the last batch (90 = 22·4 + 2 rows) leaves ranks 2 and 3 without rows."""
+    worker = str(HERE / "fit_worker.py")
+    r1 = _launch(None, [worker, str(tmp_path / "one"), "0", "4"], tmp_path)
+    r4 = _launch(4, [worker, str(tmp_path / "four"), "1", "4"], tmp_path)
+    assert r1.returncode == 0 and r4.returncode == 0, r1.stderr + r4.stderr
+    ref, got = np.load(tmp_path / "one.rank0.npz"), np.load(tmp_path / "four.rank3.npz")
+    for k in ref.files:
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-12, err_msg=k)
+
+
 def test_batchnorm_running_stats_agree_across_ranks(tmp_path: Path) -> None:
     r = _launch(2, [str(HERE / "fit_worker.py"), str(tmp_path / "bn"), "1", "16", "bn"], tmp_path)
     assert r.returncode == 0, r.stderr
