@@ -34,6 +34,7 @@ TRAIN_EPILOG = """examples:
   chainrule train --data my.csv --target price --val-split 0.2 --early-stopping 10
   chainrule train job.toml --epochs 50              options from a TOML/JSON file, overridden on the line
   chainrule train --resume runs/digits-20260101-120000   continue an interrupted run
+  mpiexec -n 2 chainrule train --distributed       data-parallel over 2 MPI ranks (docs/distributed.md)
 
 a CONFIG file holds the same options as keys (batch_size, val_split, ...); "model" may also be a list
 of layers, e.g. [{type = "Linear", out_features = 64}, {type = "ReLU"}, {type = "Linear"}].

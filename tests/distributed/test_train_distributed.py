@@ -152,3 +152,16 @@ def test_launcher_mpi_mismatch_is_refused(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "the launcher started 3 processes but this MPI world has 1" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_without_mpi4py_the_error_names_the_extra(tmp_path: Path) -> None:
+    shim = tmp_path / "shim" / "mpi4py"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('no MPI library here')\n")
+    args = ["-m", "chainrule.cli", "train", "--data", "xor", "--epochs", "1", "--out", "x", "--distributed"]
+    env = _env()
+    env["PYTHONPATH"] = f"{shim.parent}{os.pathsep}{env['PYTHONPATH']}"
+    r = subprocess.run([sys.executable, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert 'pip install "chainrule[mpi]"' in r.stderr and "no MPI library here" in r.stderr
+    assert r.stderr.count("\n") == 1
