@@ -37,11 +37,13 @@ def _mpi() -> Any:
     return MPI
 
 
-def _launcher_size() -> int | None:
-    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"):
-        if os.environ.get(var):
-            return int(os.environ[var])
-    return None
+def _launcher_size() -> tuple[int | None, int]:
+    """(world size announced by the launcher or None, ranks it started on this host: a lower bound, else 1)."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var]), 1
+    local = os.environ.get("MPI_LOCALNRANKS", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", ""))
+    return None, int(local) if local.isdigit() else 1
 
 
 class Communicator:
@@ -60,7 +62,9 @@ class Communicator:
         self.timeout = float(timeout)
         self.bucket_bytes = int(bucket_bytes)
         self.allreduce_seconds = 0.0  # time spent in gradient allreduces, for the benchmark
-        expected = _launcher_size()
+        expected, on_this_host = _launcher_size()
+        if expected is None and on_this_host > self.size:
+            expected = on_this_host
         if expected is not None and expected != self.size:
             raise DistributedError(
                 f"the launcher started {expected} processes but this MPI world has {self.size}: "

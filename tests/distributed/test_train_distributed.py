@@ -147,8 +147,9 @@ def test_a_dead_rank_stops_the_others(tmp_path: Path, mode: str) -> None:
     assert not (tmp_path / "dead" / "model.safetensors").exists()
 
 
-def test_launcher_mpi_mismatch_is_refused(tmp_path: Path) -> None:
-    r = _train(None, "x", tmp_path, "--epochs", "1", "--distributed", PMI_SIZE="3")
+@pytest.mark.parametrize("var", ["PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"])
+def test_launcher_mpi_mismatch_is_refused(tmp_path: Path, var: str) -> None:
+    r = _train(None, "x", tmp_path, "--epochs", "1", "--distributed", **{var: "3"})
     assert r.returncode == 2
     assert "the launcher started 3 processes but this MPI world has 1" in r.stderr
     assert not (tmp_path / "x").exists()
