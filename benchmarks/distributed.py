@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
+
+from chainrule.distributed import mpiexec_path  # noqa: E402
 
 
 def _worker(distributed: bool, steps: int, repeats: int, batch: int) -> None:
@@ -95,7 +98,7 @@ def _launch(ranks: int, steps: int, threads: int, repeats: int, batch: int = 128
     if ranks == 1:
         cmd = me
     else:
-        cmd = [str(Path(sys.executable).with_name("mpiexec")), "-n", str(ranks), *me, "--distributed"]
+        cmd = [mpiexec_path(), "-n", str(ranks), *me, "--distributed"]
     r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     lines = [s for s in r.stdout.splitlines() if s.startswith("RESULT ")]
     if r.returncode != 0 or not lines:

@@ -195,6 +195,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except DistributedError as e:
         # the other ranks may never answer again: MPI_Finalize at exit could hang, so abort the whole job
         print(f"chainrule train: error: {e}", file=sys.stderr, flush=True)
+        import time
+
+        time.sleep(0.5)  # let mpiexec forward the message before MPI_Abort tears the job down
         comm.abort(2)
         raise
 

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,24 @@ def _launcher_size() -> tuple[int | None, int]:
             return int(os.environ[var]), 1
     local = os.environ.get("MPI_LOCALNRANKS", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", ""))
     return None, int(local) if local.isdigit() else 1
+
+
+def mpiexec_path() -> str:
+    """The mpiexec installed with mpi4py/mpich (chainrule[mpi]): beside this Python, in its scripts folder
+    (also the --user one), else the first on PATH (a different MPI's is refused by `Communicator`)."""
+    import shutil
+    import sysconfig
+
+    places = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    try:
+        places.append(Path(sysconfig.get_path("scripts", f"{os.name}_user")))
+    except KeyError:
+        pass
+    for folder in places:
+        for name in ("mpiexec", "mpiexec.exe"):
+            if (folder / name).exists():
+                return str(folder / name)
+    return shutil.which("mpiexec") or "mpiexec"
 
 
 class Communicator:

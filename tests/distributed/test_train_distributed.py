@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chainrule.distributed import mpiexec_path
 from chainrule.train import read_checkpoint
 
 HERE = Path(__file__).parent
 SRC = HERE.resolve().parents[1] / "src"
-MPIEXEC = str(Path(sys.executable).with_name("mpiexec"))
+MPIEXEC = mpiexec_path()
 
 
 def _env(**extra: str) -> dict[str, str]:
