@@ -89,7 +89,7 @@ def _unsupported(path: str, m: Module, why: str) -> ChainruleError:
 # ----------------------------------------------------------------------------- elementwise
 
 
-@_rule("Identity", "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout")
+@_rule("Identity", "Dropout")
 def _identity(g: _Graph, m: Module, path: str, x: str, xa: np.ndarray) -> str:
     return g.node("Identity", [x], path)
 
@@ -217,7 +217,7 @@ def _pads(m: Module, path: str, n: int, kernel: list[int], dilation: list[int]) 
     return p + p
 
 
-@_rule("Conv1d", "Conv2d", "Conv3d")
+@_rule("Conv1d", "Conv2d")
 def _conv(g, m, path, x, xa):
     n = xa.ndim - 2
     if getattr(m, "padding_mode", "zeros") != "zeros":
@@ -411,6 +411,14 @@ def _layers(model: Module, path: str = "") -> list[tuple[str, Module]]:
     return [(path, model)]
 
 
+def _model_dtype(model: Module, default: np.dtype) -> np.dtype:
+    """The dtype of the model's floating weights: the example input is traced in it (layers want one dtype)."""
+    for p in model.parameters():
+        if p.data.dtype.kind == "f":
+            return p.data.dtype
+    return default
+
+
 def _flatten_outputs(names: Any, values: Any) -> list[tuple[str, np.ndarray]]:
     if isinstance(names, (tuple, list)):
         return [pair for n, v in zip(names, values) for pair in _flatten_outputs(n, v)]
@@ -452,7 +460,7 @@ def export(
     model.eval()
     try:
         with no_grad():
-            value: Any = Tensor(x)
+            value: Any = Tensor(x.astype(_model_dtype(model, x.dtype), copy=False) if x.dtype.kind == "f" else x)
             name: Any = input_name
             for lpath, layer in layers:
                 if isinstance(value, tuple):
