@@ -13,10 +13,11 @@ import pytest
 import torch
 
 import chainrule as cr
-from chainrule import nn
+from chainrule import nn, spec
 from chainrule.errors import ChainruleError
 from chainrule.interop import from_torch
 from chainrule.onnx import SUPPORTED_LAYERS, export
+from chainrule.spec import build_model
 
 T = torch.nn
 # torch warns that padding="same" with an even kernel copies its input; that is about torch's speed only
@@ -88,6 +89,7 @@ CASES = [
     ("Softmax", lambda: T.Softmax(dim=1), (6,), None),
     ("LogSoftmax", lambda: T.LogSoftmax(dim=-1), (2, 6), None),
     ("SiLU", lambda: T.SiLU(), (6,), None),
+    ("LogSigmoid", lambda: T.LogSigmoid(), (6,), None),
     ("Embedding", lambda: T.Sequential(T.Embedding(10, 4), T.Flatten()), (6,), 10),
     ("RNN", lambda: T.RNN(4, 5, num_layers=2, batch_first=True, nonlinearity="relu"), (7, 4), None),
     ("GRU", lambda: T.GRU(4, 5, bidirectional=True, batch_first=True), (7, 4), None),
@@ -122,10 +124,63 @@ def test_export_matches_chainrule(tmp_path, make, shape, int_range) -> None:
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
+# models built from a spec (what `chainrule train` makes): recurrent layers come wrapped in Select, Last takes
+# the last step of a sequence
+SPEC_CASES = [
+    ("spec-GRU-Last", [{"type": "GRU", "hidden_size": 5, "batch_first": True}, {"type": "Last"}, {"type": "Linear"}]),
+    (
+        "spec-LSTM-2-layers",
+        [
+            {"type": "LSTM", "hidden_size": 4, "num_layers": 2, "batch_first": True, "bidirectional": True},
+            {"type": "Last"},
+            {"type": "ReLU"},
+            {"type": "Linear"},
+        ],
+    ),
+    (
+        "spec-cnn1d",
+        "cnn1d:4,3",
+    ),
+]
+
+
+def _spec_model(layers) -> nn.Module:
+    shape = (14,) if isinstance(layers, str) else (7, 3)
+    return build_model(layers, shape, out_features=2, seed=0, dtype=np.float64).eval(), shape
+
+
+@pytest.mark.parametrize("layers", [c[1] for c in SPEC_CASES], ids=[c[0] for c in SPEC_CASES])
+def test_export_spec_models(tmp_path, layers) -> None:
+    model, shape = _spec_model(layers)
+    rng = np.random.default_rng(1)
+    path = tmp_path / "model.onnx"
+    export(model, rng.standard_normal((3, *shape)).astype(np.float32), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((5, *shape)).astype(np.float32)
+    (got,) = session.run(None, {"input": x})
+    want = model(cr.tensor(x.astype(np.float64))).data
+    assert got.shape == want.shape == (5, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_every_rule_is_tested() -> None:
     tested = {type(m).__name__ for c in CASES for m in _chainrule(c[1]()).modules()}
+    tested |= {type(m).__name__ for c in SPEC_CASES for m in _spec_model(c[1])[0].modules()}
     assert set(SUPPORTED_LAYERS) <= tested
-    assert all(isinstance(getattr(nn, name, None), type) for name in SUPPORTED_LAYERS)  # no rule for absent layers
+    # no rule for a layer chainrule does not have
+    assert all(isinstance(getattr(nn, name, getattr(spec, name, None)), type) for name in SUPPORTED_LAYERS)
+
+
+def test_standardize_is_part_of_the_graph(tmp_path) -> None:
+    model = nn.Sequential(nn.Linear(3, 2, dtype=cr.float64)).eval()
+    mean, std = np.array([1.0, -2.0, 0.5]), np.array([2.0, 0.5, 1.0])
+    path = tmp_path / "m.onnx"
+    export(model, np.zeros((1, 3), np.float32), path, standardize=(mean, std))
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32) * 3
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    np.testing.assert_allclose(got, model(cr.tensor((x - mean) / std)).data, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ChainruleError, match="standardize"):
+        export(model, np.zeros((1, 3), np.float32), standardize=(np.zeros(4), np.ones(4)))
 
 
 def test_unsupported_layers_are_named() -> None:

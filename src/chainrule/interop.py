@@ -64,7 +64,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "GRU": _RNN,
     "LSTM": _RNN,
 }
-for _name in ("ReLU", "Sigmoid", "Tanh", "SiLU", "Identity", "Sequential", "ModuleList", "ModuleDict"):
+for _name in ("ReLU", "Sigmoid", "LogSigmoid", "Tanh", "SiLU", "Identity", "Sequential", "ModuleList", "ModuleDict"):
     _ARGS[_name] = ()
 
 
