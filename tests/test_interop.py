@@ -100,26 +100,104 @@ def test_flatten_arguments_copied_and_mismatched_weights_refused() -> None:
         from_torch(_torch_mlp().state_dict(), nn.Sequential(nn.Linear(5, 4)))
 
 
-class BatchNorm1d(nn.Module):
-    """The state of a BatchNorm1d layer, enough to exchange weights (the real layer comes from helper nn)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(np.linspace(0.5, 1.5, n))
-        self.bias = nn.Parameter(np.linspace(-1, 1, n))
-        self.register_buffer("running_mean", cr.tensor(np.arange(n, dtype=np.float64)))
-        self.register_buffer("running_var", cr.tensor(np.full(n, 2.0)))
-
-
 def test_batchnorm_buffers_cross_with_num_batches_tracked() -> None:
-    model = nn.Sequential(nn.Linear(3, 4, dtype=cr.float64), BatchNorm1d(4))
+    model = nn.Sequential(nn.Linear(3, 4, dtype=cr.float64), nn.BatchNorm1d(4, dtype=cr.float64))
+    model[1].running_var.data[...] = 2.0
     tm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double()
-    tm.load_state_dict(to_torch_state_dict(model))  # strict: num_batches_tracked is supplied
+    tm.load_state_dict(to_torch_state_dict(model))  # strict: every key matches, num_batches_tracked included
     np.testing.assert_array_equal(tm[1].running_var.numpy(), np.full(4, 2.0))
     with torch.no_grad():
         tm[1].running_mean.fill_(7.0)
-    from_torch(tm.state_dict(), model)  # torch's num_batches_tracked has no place in this model: dropped
+        tm[1].num_batches_tracked.fill_(5)
+    from_torch(tm.state_dict(), model)
     np.testing.assert_array_equal(model[1].running_mean.data, np.full(4, 7.0))
+    assert int(model[1].num_batches_tracked.data) == 5
+
+
+def _randomize(tm: torch.nn.Module) -> torch.nn.Module:
+    """Random weights and running statistics, so that nothing matches by accident."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in tm.modules():
+            for t in m.parameters(recurse=False):
+                t.copy_(torch.randn(t.shape, generator=g, dtype=t.dtype) * 0.5)
+            if getattr(m, "running_var", None) is not None:
+                m.running_mean.normal_(0, 1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    return tm
+
+
+def _torch_cnn() -> torch.nn.Module:
+    T = torch.nn
+    return _randomize(
+        T.Sequential(
+            T.Conv2d(2, 4, 3, padding=1),
+            T.BatchNorm2d(4),
+            T.ReLU(),
+            T.MaxPool2d(2),
+            T.Conv2d(4, 3, 3, padding="same", bias=False),
+            T.BatchNorm2d(3, momentum=0.3),
+            T.Tanh(),
+            T.AdaptiveAvgPool2d(2),
+            T.Flatten(),
+            T.Linear(12, 5),
+        ).double()
+    )
+
+
+def _both(tm: torch.nn.Module, model: nn.Module, x: np.ndarray, train: bool) -> None:
+    """Equal outputs, input gradients and (in training mode) updated running statistics."""
+    tm.train(train)
+    model.train(train)
+    tx = torch.from_numpy(x).requires_grad_()
+    tout = tm(tx)
+    tout.square().sum().backward()
+    cx = cr.tensor(x, requires_grad=True)
+    cout = model(cx)
+    (cout * cout).sum().backward()
+    np.testing.assert_allclose(cout.data, tout.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cx.grad.data, tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+    for k, v in tm.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[k], v.numpy(), rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cnn_with_batchnorm_both_ways(train: bool) -> None:
+    x = np.random.default_rng(1).standard_normal((3, 2, 6, 6))
+    tm = _torch_cnn()
+    model = from_torch(tm)
+    assert isinstance(model[1], nn.BatchNorm2d) and model[4].padding == "same" and model[4].bias is None
+    assert model[0].weight.dtype == np.float64 and model[5].momentum == 0.3
+    _both(tm, model, x, train)
+    back = to_torch(model)  # chainrule -> torch: a fresh torch model from the chainrule one
+    assert isinstance(back[1], torch.nn.BatchNorm2d) and back[0].weight.dtype == torch.float64
+    _both(back, model, x, train)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_gru_and_lstm_both_ways(train: bool) -> None:
+    x = np.random.default_rng(2).standard_normal((3, 5, 4))  # batch first
+    g = cr.Generator(4)
+    for model in (
+        nn.GRU(4, 3, num_layers=2, batch_first=True, bidirectional=True, dtype=cr.float64, generator=g),
+        nn.LSTM(4, 3, batch_first=True, dtype=cr.float64, generator=g),
+        nn.RNN(4, 3, nonlinearity="relu", bias=False, batch_first=True, dtype=cr.float64, generator=g),
+    ):
+        model.train(train)
+        tm = to_torch(model)
+        assert type(tm).__name__ == type(model).__name__ and tm.batch_first and tm.training == train
+        assert (tm.bidirectional, tm.num_layers, tm.bias) == (model.bidirectional, model.num_layers, model.bias)
+        back = from_torch(tm)
+        assert (back.bidirectional, back.num_layers, back.batch_first) == (model.bidirectional, model.num_layers, True)
+        assert getattr(back, "nonlinearity", "tanh") == getattr(model, "nonlinearity", "tanh")
+        with torch.no_grad():
+            want = tm(torch.from_numpy(x))
+        for m in (model, back):
+            got = m(cr.tensor(x))
+            flat_got = [got[0], *(got[1] if isinstance(got[1], tuple) else (got[1],))]
+            flat_want = [want[0], *(want[1] if isinstance(want[1], tuple) else (want[1],))]
+            for a, b in zip(flat_got, flat_want, strict=True):
+                np.testing.assert_allclose(a.data, b.numpy(), rtol=1e-11, atol=1e-13)
 
 
 def test_named_sequential_keeps_names_and_mode() -> None:

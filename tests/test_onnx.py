@@ -1,9 +1,7 @@
 """ONNX export: every exportable layer passes onnx.checker and gives chainrule's outputs in onnxruntime.
 
-Layers are built in PyTorch and brought over with `from_torch`. A layer class that chainrule.nn does not
-have (yet) is stood in for by a chainrule Module of the same class name that runs the PyTorch layer, so the
-export rule is still checked against PyTorch's semantics; once chainrule has the class, the same test runs
-the real chainrule layer.
+Layers are built in PyTorch (random weights and running statistics) and brought over to the real chainrule
+layers with `from_torch`; onnxruntime's outputs are compared with chainrule's.
 """
 
 from __future__ import annotations
@@ -15,53 +13,20 @@ import pytest
 import torch
 
 import chainrule as cr
-from chainrule import nn
+from chainrule import nn, spec
 from chainrule.errors import ChainruleError
 from chainrule.interop import from_torch
 from chainrule.onnx import SUPPORTED_LAYERS, export
+from chainrule.spec import build_model
 
 T = torch.nn
 # torch warns that padding="same" with an even kernel copies its input; that is about torch's speed only
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
 
-class _TorchBacked(nn.Module):
-    """Runs a torch layer, showing its attributes (weights, stride, ...) as its own."""
-
-    def __init__(self, layer: torch.nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "_torch", layer)
-        self.training = layer.training
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.__dict__["_torch"], name)
-
-    def forward(self, x):
-        layer = self.__dict__["_torch"]
-        layer.train(self.training)
-        data = torch.from_numpy(np.asarray(x.data))
-        with torch.no_grad():
-            out = layer(data if not data.is_floating_point() else data.double())
-        return _to_cr(out)
-
-
-def _to_cr(out):
-    if isinstance(out, (tuple, list)):
-        return tuple(_to_cr(o) for o in out)
-    return cr.tensor(out.numpy())
-
-
 def _chainrule(layer: torch.nn.Module) -> nn.Module:
-    """The chainrule counterpart of a torch layer (tree), standing in for classes chainrule lacks."""
-    if isinstance(layer, T.Sequential):
-        return nn.Sequential(*[_chainrule(child) for child in layer])
-    name = type(layer).__name__
-    if hasattr(nn, name):
-        return from_torch(layer)
-    return type(name, (_TorchBacked,), {})(layer)
+    """The real chainrule counterpart of a torch layer (tree), with the same weights."""
+    return from_torch(layer)
 
 
 def _randomize(layer: torch.nn.Module) -> torch.nn.Module:
@@ -106,6 +71,7 @@ CASES = [
     ("MaxPool2d", lambda: T.MaxPool2d(3, stride=2, padding=1), (2, 7, 7), None),
     ("AvgPool1d", lambda: T.AvgPool1d(3, stride=2), (2, 9), None),
     ("AvgPool2d", lambda: T.AvgPool2d(3, stride=1, padding=1, count_include_pad=False), (2, 5, 5), None),
+    ("AdaptiveAvgPool1d", lambda: T.AdaptiveAvgPool1d(3), (2, 9), None),
     ("AdaptiveAvgPool2d-1", lambda: T.AdaptiveAvgPool2d(1), (3, 4, 5), None),
     ("AdaptiveAvgPool2d-2", lambda: T.AdaptiveAvgPool2d((2, 2)), (3, 4, 6), None),
     ("BatchNorm1d", lambda: T.BatchNorm1d(4), (4,), None),
@@ -123,6 +89,7 @@ CASES = [
     ("Softmax", lambda: T.Softmax(dim=1), (6,), None),
     ("LogSoftmax", lambda: T.LogSoftmax(dim=-1), (2, 6), None),
     ("SiLU", lambda: T.SiLU(), (6,), None),
+    ("LogSigmoid", lambda: T.LogSigmoid(), (6,), None),
     ("Embedding", lambda: T.Sequential(T.Embedding(10, 4), T.Flatten()), (6,), 10),
     ("RNN", lambda: T.RNN(4, 5, num_layers=2, batch_first=True, nonlinearity="relu"), (7, 4), None),
     ("GRU", lambda: T.GRU(4, 5, bidirectional=True, batch_first=True), (7, 4), None),
@@ -157,10 +124,63 @@ def test_export_matches_chainrule(tmp_path, make, shape, int_range) -> None:
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
 
 
+# models built from a spec (what `chainrule train` makes): recurrent layers come wrapped in Select, Last takes
+# the last step of a sequence
+SPEC_CASES = [
+    ("spec-GRU-Last", [{"type": "GRU", "hidden_size": 5, "batch_first": True}, {"type": "Last"}, {"type": "Linear"}]),
+    (
+        "spec-LSTM-2-layers",
+        [
+            {"type": "LSTM", "hidden_size": 4, "num_layers": 2, "batch_first": True, "bidirectional": True},
+            {"type": "Last"},
+            {"type": "ReLU"},
+            {"type": "Linear"},
+        ],
+    ),
+    (
+        "spec-cnn1d",
+        "cnn1d:4,3",
+    ),
+]
+
+
+def _spec_model(layers) -> nn.Module:
+    shape = (14,) if isinstance(layers, str) else (7, 3)
+    return build_model(layers, shape, out_features=2, seed=0, dtype=np.float64).eval(), shape
+
+
+@pytest.mark.parametrize("layers", [c[1] for c in SPEC_CASES], ids=[c[0] for c in SPEC_CASES])
+def test_export_spec_models(tmp_path, layers) -> None:
+    model, shape = _spec_model(layers)
+    rng = np.random.default_rng(1)
+    path = tmp_path / "model.onnx"
+    export(model, rng.standard_normal((3, *shape)).astype(np.float32), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((5, *shape)).astype(np.float32)
+    (got,) = session.run(None, {"input": x})
+    want = model(cr.tensor(x.astype(np.float64))).data
+    assert got.shape == want.shape == (5, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_every_rule_is_tested() -> None:
     tested = {type(m).__name__ for c in CASES for m in _chainrule(c[1]()).modules()}
-    untested = set(SUPPORTED_LAYERS) - tested
-    assert untested <= {"AlphaDropout", "Dropout1d", "Dropout2d", "Conv3d", "AdaptiveAvgPool1d"}
+    tested |= {type(m).__name__ for c in SPEC_CASES for m in _spec_model(c[1])[0].modules()}
+    assert set(SUPPORTED_LAYERS) <= tested
+    # no rule for a layer chainrule does not have
+    assert all(isinstance(getattr(nn, name, getattr(spec, name, None)), type) for name in SUPPORTED_LAYERS)
+
+
+def test_standardize_is_part_of_the_graph(tmp_path) -> None:
+    model = nn.Sequential(nn.Linear(3, 2, dtype=cr.float64)).eval()
+    mean, std = np.array([1.0, -2.0, 0.5]), np.array([2.0, 0.5, 1.0])
+    path = tmp_path / "m.onnx"
+    export(model, np.zeros((1, 3), np.float32), path, standardize=(mean, std))
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32) * 3
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    np.testing.assert_allclose(got, model(cr.tensor((x - mean) / std)).data, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ChainruleError, match="standardize"):
+        export(model, np.zeros((1, 3), np.float32), standardize=(np.zeros(4), np.ones(4)))
 
 
 def test_unsupported_layers_are_named() -> None:

@@ -139,3 +139,33 @@ def test_errors_are_chainrule_errors_and_value_errors() -> None:
     clf = MLPClassifier(max_iter=2).fit(X, (y > 0).astype(int))
     with pytest.raises(DataError, match="not in classes_"):
         clf.partial_fit(X, np.full(40, 5))
+
+
+@pytest.mark.parametrize("solver, cls", [("adam", optim.Adam), ("sgd", optim.SGD)])
+def test_flat_parameter_update_equals_per_parameter_update(digits, solver, cls) -> None:
+    """The built-in solvers step one flat parameter that the layers view: the same numbers as stepping each layer."""
+    X_train, _, y_train, _ = digits
+    X, y = X_train[:300], y_train[:300]
+    kw = dict(hidden_layer_sizes=(12, 7), alpha=0.01, batch_size=64, max_iter=4, random_state=3)
+    flat = MLPClassifier(solver=solver, momentum=0.0 if solver == "sgd" else 0.9, **kw).fit(X, y)
+    per = MLPClassifier(solver=cls, **kw).fit(X, y)  # an optimizer class: one state per layer
+    assert flat._flat is not None and getattr(per, "_flat", None) is None
+    for (k, a), (_, b) in zip(flat.model_.state_dict().items(), per.model_.state_dict().items()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14, err_msg=k)
+    np.testing.assert_allclose(flat.loss_curve_, per.loss_curve_, rtol=1e-12)
+
+
+def test_flat_parameters_survive_copies_and_state_loading(digits) -> None:
+    import copy
+
+    X_train, _, y_train, _ = digits
+    X, y = X_train[:200], y_train[:200]
+    est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, early_stopping=True, random_state=0).fit(X, y)
+    # early stopping loaded the best weights (new arrays): the next partial_fit must still move the layers
+    for clone in (est, copy.deepcopy(est), pickle.loads(pickle.dumps(est))):
+        before = [p.data.copy() for p in clone.model_.parameters()]
+        clone.partial_fit(X, y)
+        assert all(not np.array_equal(b, p.data) for b, p in zip(before, clone.model_.parameters()))
+        assert clone._views_intact()
+    w = est.model_[0].weight.data
+    assert np.shares_memory(w, est._flat.data)

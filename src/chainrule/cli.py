@@ -21,6 +21,7 @@ EPILOG = """examples:
   chainrule train --data moons --model mlp:16,16 --epochs 200
   chainrule evaluate runs/digits-...     accuracy of a trained run on its test split
   chainrule predict runs/my-run new.csv -o predictions.csv
+  chainrule export runs/digits-... --format onnx -o model.onnx   the trained model as ONNX
   chainrule datasets                     the built-in datasets, one line each
   chainrule plot runs/moons-...          loss curves and decision boundary as PNG
   chainrule example                      walk through one step of backpropagation on the reference example
@@ -361,6 +362,62 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+
+_EXPORT_FORMATS = {".onnx": "onnx", ".safetensors": "safetensors", ".npz": "npz"}
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a trained model as ONNX (or as a safetensors/npz model file)",
+        description="Export a trained model (a run directory, model file or checkpoint). ONNX (needs the onnx extra) "
+        "takes raw input rows of the spec's input shape, with any batch size; the run's input standardization is "
+        "part of the graph unless --no-standardize. Outputs are the model's raw outputs (logits for classification).",
+        epilog="examples:\n  chainrule export runs/digits-20260101-120000 --format onnx -o digits.onnx\n"
+        "  chainrule export runs/my-run -o model.npz             a plain model file (format from the extension)\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="RUN_OR_MODEL")
+    p.add_argument("--format", choices=("onnx", "safetensors", "npz"), help="default: from -o's extension, else onnx")
+    p.add_argument("-o", "--output", metavar="PATH", help="output file (default: model.<format> beside the model)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
+    p.add_argument("--no-standardize", action="store_true", help="ONNX: leave the input standardization out")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .job import find_model, load_trained
+
+    fmt = args.format or _EXPORT_FORMATS.get(Path(args.output or "").suffix.lower(), "onnx")
+    suffix = {v: k for k, v in _EXPORT_FORMATS.items()}[fmt]
+    given = Path(args.output).suffix.lower() if args.output else suffix
+    if given != suffix and given in _EXPORT_FORMATS:
+        raise ConfigError(f"-o {args.output} does not end in {suffix}, as --format {fmt} writes")
+    out = Path(args.output) if args.output else find_model(args.model).with_name(f"model{suffix}")
+    model, meta, _ = load_trained(args.model)
+    if fmt != "onnx":
+        from .serialize import save
+
+        keep = ("task", "classes", "feature_names", "target_name", "scaler", "loss", "data", "metrics")
+        save(model, str(out), **{k: meta[k] for k in keep if k in meta})
+        print(f"wrote {out}")
+        return 0
+    from .onnx import export
+
+    spec = meta["spec"]
+    example = np.zeros((1, *spec["input_shape"]), dtype=np.dtype(spec.get("dtype", "float32")))
+    scaler = meta.get("scaler") if not args.no_standardize else None
+    standardize = (scaler["mean"], scaler["std"]) if scaler else None
+    export(model, example, str(out), opset=args.opset, standardize=standardize)
+    shape = ", ".join(["batch", *map(str, spec["input_shape"])])
+    what = "raw inputs (standardized inside)" if standardize else "inputs"
+    print(f"wrote {out}: input 'input' ({shape}) {what}, output 'output'")
+    return 0
+
+
 # ----------------------------------------------------------------------------- datasets / plot
 
 
@@ -421,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_predict(sub)
+    _add_export(sub)
     _add_datasets(sub)
     _add_plot(sub)
     _add_example(sub)

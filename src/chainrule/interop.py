@@ -64,7 +64,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "GRU": _RNN,
     "LSTM": _RNN,
 }
-for _name in ("ReLU", "Sigmoid", "Tanh", "SiLU", "Identity", "Sequential", "ModuleList", "ModuleDict"):
+for _name in ("ReLU", "Sigmoid", "LogSigmoid", "Tanh", "SiLU", "Identity", "Sequential", "ModuleList", "ModuleDict"):
     _ARGS[_name] = ()
 
 
@@ -84,16 +84,36 @@ def _torch() -> Any:
     return torch
 
 
+def _parameters(cls: type) -> dict[str, Any]:
+    """The named constructor parameters of `cls` with their defaults (`inspect.Parameter.empty` when none),
+    following `**kwargs` up the class hierarchy (a GRU hands most of its arguments to its base class)."""
+    out: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        for k, p in params.items():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and k != "self":
+                out.setdefault(k, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            break
+    return out
+
+
+def _takes_kwargs(cls: type) -> bool:
+    """Whether the class's own constructor takes `**kwargs` (torch's RNN, GRU, LSTM): then `_ARGS` is trusted."""
+    init = cls.__dict__.get("__init__")
+    return init is not None and any(p.kind is p.VAR_KEYWORD for p in inspect.signature(init).parameters.values())
+
+
 def _constructor_kwargs(src: Module | Any, target_cls: type, path: str) -> dict[str, Any]:
     """Read the arguments of `_ARGS[name]` off `src` and keep those `target_cls` accepts.
 
     An argument that the target does not accept is an error only when its value is not the default.
     """
     name = type(src).__name__
-    accepted = inspect.signature(target_cls.__init__).parameters
-    src_defaults = {
-        k: p.default for k, p in inspect.signature(type(src).__init__).parameters.items() if p.default is not p.empty
-    }
+    accepted, src_defaults = _parameters(target_cls), _parameters(type(src))
     kwargs: dict[str, Any] = {}
     for arg in _ARGS[name]:
         if not hasattr(src, arg):
@@ -103,9 +123,9 @@ def _constructor_kwargs(src: Module | Any, target_cls: type, path: str) -> dict[
             value = value is not None  # a bias Parameter (or None) stands for the boolean argument
         if isinstance(value, list):
             value = tuple(value)
-        if arg in accepted:
+        if arg in accepted or _takes_kwargs(target_cls):
             kwargs[arg] = value
-        elif arg in src_defaults and value != src_defaults[arg]:
+        elif arg in src_defaults and src_defaults[arg] is not inspect.Parameter.empty and value != src_defaults[arg]:
             raise ChainruleError(
                 f"layer '{path or 'model'}' ({name}): {arg}={value!r} has no counterpart in {target_cls.__module__}"
             )

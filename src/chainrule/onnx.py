@@ -1,7 +1,8 @@
 """Export a chainrule model to ONNX: `chainrule.onnx.export(model, example_input, path)`.
 
-The model is a layer (Linear, Conv2d, ...) or a Sequential of layers, nested as deep as wanted; each layer is
-translated by the rule registered under its class name. The example input is run through the model once, in
+The model is a layer (Linear, Conv2d, ...) or a Sequential of layers, nested as deep as wanted (models built
+from a spec, with its Select and Last layers, included); each layer is translated by the rule registered under
+its class name. The example input is run through the model once, in
 eval mode, to learn every layer's input shape. Floating weights and inputs are exported as float32, indices
 (Embedding) as int64. Inference semantics are exported: BatchNorm uses its running statistics, Dropout is the
 identity. Needs the `onnx` extra: `pip install "chainrule[onnx]"`.
@@ -58,7 +59,7 @@ class _Graph:
 
     def const(self, hint: str, value: Any, dtype: Any = np.float32) -> str:
         name = self._name(hint)
-        arr = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        arr = np.array(value, dtype=dtype, order="C")  # not ascontiguousarray: it makes scalars 1-d
         self.initializers.append(self.onnx.numpy_helper.from_array(arr, name))
         return name
 
@@ -89,7 +90,7 @@ def _unsupported(path: str, m: Module, why: str) -> ChainruleError:
 # ----------------------------------------------------------------------------- elementwise
 
 
-@_rule("Identity", "Dropout", "Dropout1d", "Dropout2d", "AlphaDropout")
+@_rule("Identity", "Dropout")
 def _identity(g: _Graph, m: Module, path: str, x: str, xa: np.ndarray) -> str:
     return g.node("Identity", [x], path)
 
@@ -102,6 +103,11 @@ def _relu(g, m, path, x, xa):
 @_rule("Sigmoid")
 def _sigmoid(g, m, path, x, xa):
     return g.node("Sigmoid", [x], path)
+
+
+@_rule("LogSigmoid")
+def _log_sigmoid(g, m, path, x, xa):  # -softplus(-x)
+    return g.node("Neg", [g.node("Softplus", [g.node("Neg", [x], path)], path)], path)
 
 
 @_rule("Tanh")
@@ -217,7 +223,7 @@ def _pads(m: Module, path: str, n: int, kernel: list[int], dilation: list[int]) 
     return p + p
 
 
-@_rule("Conv1d", "Conv2d", "Conv3d")
+@_rule("Conv1d", "Conv2d")
 def _conv(g, m, path, x, xa):
     n = xa.ndim - 2
     if getattr(m, "padding_mode", "zeros") != "zeros":
@@ -390,6 +396,22 @@ def _recurrent(g, m, path, x, xa):
     return (x, (h_n, c_n))
 
 
+# ----------------------------------------------------------------------------- layers of chainrule.spec models
+
+
+@_rule("Select")
+def _select(g, m, path, x, xa):
+    inner = m.module
+    if type(inner).__name__ not in _GATE_ORDER:
+        raise _unsupported(path, m, f"wraps {type(inner).__name__}; only a recurrent layer is exported")
+    return _RULES[type(inner).__name__](g, inner, f"{path}.module", x, xa)[m.index]
+
+
+@_rule("Last")
+def _last(g, m, path, x, xa):
+    return g.node("Gather", [x, g.const("last", -1, np.int64)], path, axis=1)
+
+
 SUPPORTED_LAYERS: tuple[str, ...] = tuple(sorted(_RULES))
 
 # ----------------------------------------------------------------------------- export
@@ -411,6 +433,14 @@ def _layers(model: Module, path: str = "") -> list[tuple[str, Module]]:
     return [(path, model)]
 
 
+def _model_dtype(model: Module, default: np.dtype) -> np.dtype:
+    """The dtype of the model's floating weights: the example input is traced in it (layers want one dtype)."""
+    for p in model.parameters():
+        if p.data.dtype.kind == "f":
+            return p.data.dtype
+    return default
+
+
 def _flatten_outputs(names: Any, values: Any) -> list[tuple[str, np.ndarray]]:
     if isinstance(names, (tuple, list)):
         return [pair for n, v in zip(names, values) for pair in _flatten_outputs(n, v)]
@@ -424,6 +454,7 @@ def export(
     opset: int = 17,
     dynamic_batch: bool = True,
     input_name: str = "input",
+    standardize: tuple[Any, Any] | None = None,
 ) -> Any:
     """Write `model` to `path` as an ONNX file (when a path is given) and return the onnx.ModelProto.
 
@@ -431,6 +462,9 @@ def export(
     RNN/GRU/LSTM without batch_first). With dynamic_batch the input's batch dimension is symbolic ("batch",
     and "sequence" for a recurrent first layer) and so are the outputs' dimensions, so any batch size runs;
     without it every shape is the example's. opset: the ONNX opset, 17 or newer.
+    standardize: optional (mean, std), each of one sample's shape (or broadcastable to it): the graph then
+    first computes (input - mean) / std, as `chainrule predict` does with a run's scaler, so the exported
+    model takes raw inputs; example_input is then raw, too.
     Outputs are named "output", or "output_0", "output_1", ... when the model returns a tuple (an LSTM's
     (output, (h_n, c_n)) gives three).
     """
@@ -448,12 +482,24 @@ def export(
         raise ChainruleError(f"onnx export: example_input has dtype {x.dtype}; expected floats or integer indices")
 
     g = _Graph(onnx)
+    name: Any = input_name
+    traced = x
+    if standardize is not None:
+        if x.dtype.kind != "f":
+            raise ChainruleError("onnx export: standardize needs floating inputs, not integer indices")
+        mean, std = (np.asarray(_arr(a), dtype=np.float64) for a in standardize)
+        try:
+            traced = (x - mean) / std
+        except ValueError:
+            raise ChainruleError(
+                f"onnx export: standardize mean {mean.shape} and std {std.shape} do not fit inputs {x.shape[1:]}"
+            ) from None
+        name = g.node("Div", [g.node("Sub", [name, g.const("mean", mean)], "standardize"), g.const("std", std)], "std")
     was_training = model.training
     model.eval()
     try:
         with no_grad():
-            value: Any = Tensor(x)
-            name: Any = input_name
+            value: Any = Tensor(traced.astype(_model_dtype(model, x.dtype), copy=False) if x.dtype.kind == "f" else x)
             for lpath, layer in layers:
                 if isinstance(value, tuple):
                     raise _unsupported(lpath, layer, "follows a layer that returns a tuple (an RNN must come last)")
@@ -465,8 +511,9 @@ def export(
     outputs = _flatten_outputs(name, value)
     graph_outputs = []
     # the batch is axis 0, except for an RNN/GRU/LSTM first layer without batch_first (sequence first)
-    recurrent_first = bool(layers) and type(layers[0][1]).__name__ in _GATE_ORDER
-    batch_axis = 1 if recurrent_first and not getattr(layers[0][1], "batch_first", False) else 0
+    first = getattr(layers[0][1], "module", layers[0][1]) if layers else None  # through a spec's Select
+    recurrent_first = type(first).__name__ in _GATE_ORDER
+    batch_axis = 1 if recurrent_first and not getattr(first, "batch_first", False) else 0
     for i, (oname, arr) in enumerate(outputs):
         final = "output" if len(outputs) == 1 else f"output_{i}"
         g.nodes.append(helper.make_node("Identity", [oname], [final], name=final))

@@ -132,10 +132,13 @@ class _BaseNeuralNet(BaseEstimator):
             raise ConfigError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
 
     def _make_optimizer(self) -> Any:
-        params = list(self.model_.parameters())
         lr = self.learning_rate_init
+        self._flat = None
         if isinstance(self.solver, type):  # a chainrule optimizer class, with its own defaults besides lr
-            return self.solver(params, lr=lr)
+            return self.solver(list(self.model_.parameters()), lr=lr)
+        # the built-in solvers update elementwise: they see one flat parameter whose pieces the layers view,
+        # so a step is a few NumPy passes over one array instead of a few per layer
+        params = [self._flatten_parameters()]
         if self.solver == "sgd":
             return SGD(params, lr=lr, momentum=self.momentum, nesterov=self.nesterovs_momentum and self.momentum > 0)
         cls = AdamW if self.solver == "adamw" else Adam
@@ -157,6 +160,36 @@ class _BaseNeuralNet(BaseEstimator):
         self._best_state: dict[str, np.ndarray] | None = None
         self._best_loss_like_score = -np.inf
 
+    def _flatten_parameters(self) -> Tensor:
+        """One Parameter holding every parameter's values (weights first, so the L2 penalty is one slice),
+        with the model's parameters turned into views of it. Called again when the views were lost
+        (load_state_dict, copying, pickling): the optimizer keeps the same flat Parameter and its state."""
+        wids = {id(w) for w in self._weights()}
+        params = list(self.model_.parameters())
+        ordered = [p for p in params if id(p) in wids] + [p for p in params if id(p) not in wids]
+        n = sum(p.data.size for p in ordered)
+        flat = getattr(self, "_flat", None)
+        if flat is None or flat.data.size != n:
+            flat = nn.Parameter(np.empty(n, dtype=self._param_dtype()))
+        self._views, off = [], 0
+        for p in ordered:
+            k = p.data.size
+            flat.data[off : off + k] = p.data.reshape(-1)
+            p.data = flat.data[off : off + k].reshape(p.data.shape)
+            self._views.append((p, off, off + k))
+            off += k
+        self._n_weights = sum(p.data.size for p in ordered if id(p) in wids)
+        self._flat_grad = np.zeros(n, dtype=flat.data.dtype)
+        self._flat = flat
+        return flat
+
+    def _param_dtype(self) -> np.dtype:
+        return next(iter(self.model_.parameters())).data.dtype
+
+    def _views_intact(self) -> bool:
+        flat = self._flat.data
+        return all(p.data.base is not None and np.shares_memory(p.data, flat) for p, _, _ in self._views)
+
     def _weights(self) -> list[Tensor]:
         # the L2 penalty covers weight matrices and kernels, not biases or norm scales (as in scikit-learn)
         return [p for name, p in self.model_.named_parameters() if name.endswith("weight") and p.ndim >= 2]
@@ -165,28 +198,53 @@ class _BaseNeuralNet(BaseEstimator):
         """One pass over (X, y) in minibatches; returns the mean training loss (penalty included)."""
         n = X.shape[0]
         bs = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
-        order = self._rng.np.permutation(n) if self.shuffle else np.arange(n)
+        if self.shuffle:  # one gather per epoch; the minibatches are then contiguous slices
+            order = self._rng.np.permutation(n)
+            X, y = X[order], y[order]
         if getattr(self, "_optimizer", None) is None:  # dropped by pickling
             self._optimizer = self._make_optimizer()
+        flat = getattr(self, "_flat", None)
+        if flat is not None and not self._views_intact():
+            self._flatten_parameters()
         self.model_.train()
-        weights = self._weights() if self.alpha else []
+        weights = self._weights() if self.alpha and flat is None else []
         total = 0.0
         for start in range(0, n, bs):
-            idx = order[start : start + bs]
-            loss = self._loss(self.model_(Tensor(X[idx])), y[idx])
+            xb, yb = X[start : start + bs], y[start : start + bs]
+            loss = self._loss(self.model_(Tensor(xb)), yb)
             self._optimizer.zero_grad()
             loss.backward()
             value = float(loss.data)
             # the L2 penalty ½·alpha·Σ‖W‖²/batch enters through its gradient alpha·W/batch, outside the graph
-            coef = self.alpha / len(idx)
+            coef = self.alpha / len(xb)
+            if flat is not None:
+                value += self._gather_grads(coef)
             for w in weights:
                 value += 0.5 * coef * float(np.vdot(w.data, w.data))
                 if w.grad is not None:
                     w.grad = Tensor(w.grad.data + coef * w.data)
             self._optimizer.step()
-            total += value * len(idx)
+            total += value * len(xb)
         self.model_.eval()
         return total / n
+
+    def _gather_grads(self, coef: float) -> float:
+        """The layers' gradients into the flat gradient (plus the L2 term); returns the penalty's value."""
+        g = self._flat_grad
+        for p, a, b in self._views:
+            grad = p.grad
+            if grad is None:
+                g[a:b] = 0
+            else:
+                g[a:b] = grad.data.reshape(-1)
+                p.grad = None
+        penalty = 0.0
+        if coef:
+            w = self._flat.data[: self._n_weights]
+            penalty = 0.5 * coef * float(np.dot(w, w))
+            g[: self._n_weights] += coef * w
+        self._flat.grad = Tensor(g)
+        return penalty
 
     def _after_epoch(self, loss: float, X_val: np.ndarray | None, y_val: np.ndarray | None, n: int) -> bool:
         """Record one epoch; True when training should stop (no improvement for n_iter_no_change epochs)."""
@@ -250,6 +308,8 @@ class _BaseNeuralNet(BaseEstimator):
         # optimizer state is keyed by id(parameter), which does not survive pickling: drop it
         state = self.__dict__.copy()
         state.pop("_optimizer", None)
+        state.pop("_flat", None)  # the layers' views of it do not survive pickling either
+        state.pop("_views", None)
         return state
 
 
@@ -271,6 +331,8 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         return tags
 
     def _loss(self, out: Tensor, y: np.ndarray) -> Tensor:
+        if out.ndim == 2 and out.shape[1] == len(self.classes_):  # y holds valid class codes (from _encode)
+            return F._fused_cross_entropy(out, y, "mean")
         return F.cross_entropy(out, y)
 
     def _validation_score(self, X: np.ndarray, y: np.ndarray) -> float:
