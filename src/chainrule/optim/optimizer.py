@@ -198,16 +198,15 @@ class Optimizer:
         An update is a dozen elementwise passes; running them on ~256 KiB pieces keeps the data in
         cache between passes (about twice as fast as whole-array passes for large parameters).
         """
-        arrays = [p.data, p.grad.data, *state]
-        first = arrays[0]
-        present = [a for a in arrays if a is not None]
-        for a in present[1:]:
-            if a.shape != first.shape:
+        first = p.data
+        arrays = [first, p.grad.data, *state]
+        for a in arrays[1:]:
+            if a is not None and a.shape != first.shape:
                 raise ValueError(
                     f"{type(self).__name__}: a gradient or state of shape {a.shape} does not match its parameter's "
                     f"shape {first.shape}"
                 )
-        if all(a.flags.c_contiguous for a in present):
+        if all(a is None or a.flags.c_contiguous for a in arrays):
             flat = [None if a is None else a.reshape(-1) for a in arrays]
             n = first.size
             size = max(1024, _CHUNK_BYTES // first.itemsize)
