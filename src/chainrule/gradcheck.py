@@ -37,6 +37,15 @@ def _numerical(
     return num
 
 
+def _weighted_grads(
+    outs: Sequence[Tensor], xs: Sequence[Tensor], weights: Sequence[Tensor], create_graph: bool = False
+) -> tuple[Tensor | None, ...]:
+    """Gradients of sum_k <outs[k], weights[k]> with respect to xs (None where unused); outputs that do not
+    require grad are constants and take no part."""
+    pairs = [(o, w) for o, w in zip(outs, weights) if o.requires_grad]
+    return grad([o for o, _ in pairs], xs, [w for _, w in pairs], create_graph=create_graph, allow_unused=True)
+
+
 def _diff(t: Any) -> bool:
     """Whether an input is differentiated (other inputs, Tensors or not, are passed through as constants)."""
     return isinstance(t, Tensor) and t.requires_grad
@@ -72,15 +81,7 @@ def gradcheck(
     outs = _outputs(fn, inputs)
     weights = [rng.standard_normal(o.shape) for o in outs]
     diff_inputs = [t for t in inputs if _diff(t)]
-    used = [o for o in outs if o.requires_grad]
-    analytic: tuple[Tensor | None, ...] = (None,) * len(diff_inputs)
-    if used:
-        analytic = grad(
-            [o for o in outs if o.requires_grad],
-            diff_inputs,
-            [Tensor(w.astype(o.dtype)) for o, w in zip(outs, weights) if o.requires_grad],
-            allow_unused=True,
-        )
+    analytic = _weighted_grads(outs, diff_inputs, [Tensor(w.astype(o.dtype)) for o, w in zip(outs, weights)])
     k = 0
     for i, t in enumerate(inputs):
         if not _diff(t):
@@ -118,11 +119,7 @@ def gradgradcheck(
     diff = [i for i, t in enumerate(inputs) if _diff(t)]
 
     def vjp(*xs: Tensor) -> tuple[Tensor, ...]:
-        os_ = _outputs(fn, xs)
-        pairs = [(o, w) for o, w in zip(os_, weights) if o.requires_grad]
-        gs = grad(
-            [o for o, _ in pairs], [xs[i] for i in diff], [w for _, w in pairs], create_graph=True, allow_unused=True
-        )
+        gs = _weighted_grads(_outputs(fn, xs), [xs[i] for i in diff], weights, create_graph=True)
         return tuple(g if g is not None else xs[i] * 0.0 for g, i in zip(gs, diff))
 
     return gradcheck(vjp, inputs, eps, atol, rtol, raise_exception, seed)

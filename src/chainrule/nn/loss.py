@@ -18,10 +18,14 @@ class _Loss(Module):
         self.reduction = reduction
 
 
+def _optional_tensor(x: Any) -> Tensor | None:
+    return x if x is None or isinstance(x, Tensor) else Tensor(x)
+
+
 class _WeightedLoss(_Loss):
     def __init__(self, weight: Tensor | None = None, reduction: str = "mean") -> None:
         super().__init__(reduction)
-        self.register_buffer("weight", weight if weight is None or isinstance(weight, Tensor) else Tensor(weight))
+        self.register_buffer("weight", _optional_tensor(weight))
 
 
 class MSELoss(_Loss):
@@ -71,15 +75,12 @@ class BCELoss(_WeightedLoss):
         return F.binary_cross_entropy(input, target, weight=self.weight, reduction=self.reduction)
 
 
-class BCEWithLogitsLoss(_Loss):
+class BCEWithLogitsLoss(_WeightedLoss):
     """Sigmoid + binary cross-entropy in one numerically stable step; pos_weight weighs positive targets."""
 
     def __init__(self, weight: Tensor | None = None, reduction: str = "mean", pos_weight: Tensor | None = None) -> None:
-        super().__init__(reduction)
-        self.register_buffer("weight", weight if weight is None or isinstance(weight, Tensor) else Tensor(weight))
-        self.register_buffer(
-            "pos_weight", pos_weight if pos_weight is None or isinstance(pos_weight, Tensor) else Tensor(pos_weight)
-        )
+        super().__init__(weight, reduction)
+        self.register_buffer("pos_weight", _optional_tensor(pos_weight))
 
     def forward(self, input: Tensor, target: Any) -> Tensor:
         return F.binary_cross_entropy_with_logits(

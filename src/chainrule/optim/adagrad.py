@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, effective_grad
+from ..tensor import Tensor
+from .optimizer import Optimizer, effective_grad, options
 
 
 class Adagrad(Optimizer):
@@ -37,20 +38,16 @@ class Adagrad(Optimizer):
         )
         super().__init__(params, defaults)
 
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {"step": 0, "sum": np.full_like(p.data, float(group["initial_accumulator_value"]))}
+
     def _update_group(self, group: dict[str, Any]) -> None:
-        lr, lr_decay, eps = float(group["lr"]), float(group["lr_decay"]), float(group["eps"])
-        wd, maximize = float(group["weight_decay"]), group["maximize"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            s = self.state.setdefault(p, {})
-            if not s:
-                s["step"] = 0
-                s["sum"] = np.full_like(p.data, float(group["initial_accumulator_value"]))
+        lr, lr_decay, eps, wd = options(group, "lr", "lr_decay", "eps", "weight_decay")
+        for p in self._with_grad(group):
+            s = self._state(p, group)
             s["step"] += 1
             clr = lr / (1 + (s["step"] - 1) * lr_decay)
-            self._run(_adagrad, [p.data, p.grad.data, s["sum"]], 2, clr, eps, wd, maximize)
-            p._version += 1
+            self._apply(_adagrad, p, [s["sum"]], 2, clr, eps, wd, group["maximize"])
 
 
 def _adagrad(

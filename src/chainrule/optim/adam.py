@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, effective_grad, lerp_, square_avg_
+from ..tensor import Tensor
+from .optimizer import Optimizer, effective_grad, lazy_state, lerp_, options, split_weight_decay, square_avg_
 
 
 class Adam(Optimizer):
@@ -43,31 +44,24 @@ class Adam(Optimizer):
         )
         super().__init__(params, defaults)
 
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {"step": 0, "exp_avg": np.zeros_like(p.data), "exp_avg_sq": np.zeros_like(p.data)}
+
     def _update_group(self, group: dict[str, Any]) -> None:
-        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        lr, eps, wd = options(group, "lr", "eps", "weight_decay")
         b1, b2 = (float(b) for b in group["betas"])
-        amsgrad, maximize, decoupled = group["amsgrad"], group["maximize"], group["decoupled_weight_decay"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            s = self.state.setdefault(p, {})
-            if not s:
-                s["step"] = 0
-                s["exp_avg"] = np.zeros_like(p.data)
-                s["exp_avg_sq"] = np.zeros_like(p.data)
-                if amsgrad:
-                    s["max_exp_avg_sq"] = np.zeros_like(p.data)
+        decay, l2 = split_weight_decay(lr, wd, group["decoupled_weight_decay"])
+        for p in self._with_grad(group):
+            s = self._state(p, group)
             s["step"] += 1
             t = s["step"]
             step_size = lr / (1 - b1**t)
             bias_correction2_sqrt = (1 - b2**t) ** 0.5
-            arrays = [p.data, p.grad.data, s["exp_avg"], s["exp_avg_sq"]]
-            if amsgrad:
-                arrays.append(s.setdefault("max_exp_avg_sq", s["exp_avg_sq"].copy()))
-            decay = 1 - lr * wd if wd and decoupled else None
-            l2 = 0.0 if decoupled else wd
-            self._run(_adam, arrays, 2, b1, b2, eps, l2, decay, maximize, step_size, bias_correction2_sqrt)
-            p._version += 1
+            vmax = lazy_state(s, "max_exp_avg_sq", s["exp_avg_sq"].copy) if group["amsgrad"] else None
+            arrays = [s["exp_avg"], s["exp_avg_sq"], vmax]
+            self._apply(
+                _adam, p, arrays, 2, b1, b2, eps, l2, decay, group["maximize"], step_size, bias_correction2_sqrt
+            )
 
 
 def _adam(
@@ -82,16 +76,16 @@ def _adam(
     step_size: float,
     bias_correction2_sqrt: float,
 ) -> None:
-    p, grad, m, v = arrays[:4]
+    p, grad, m, v, vmax = arrays
     tmp = scratch[1]
     if decay is not None:
         p *= decay
     g = effective_grad(p, grad, scratch[0], maximize, l2)
     lerp_(m, g, 1 - b1, tmp)
     square_avg_(v, g, b2, tmp)
-    if len(arrays) == 5:  # amsgrad
-        np.maximum(arrays[4], v, out=arrays[4])
-        v = arrays[4]
+    if vmax is not None:  # amsgrad
+        np.maximum(vmax, v, out=vmax)
+        v = vmax
     denom = np.sqrt(v, out=tmp)
     denom /= bias_correction2_sqrt
     denom += eps

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, effective_grad, lerp_
+from ..tensor import Tensor
+from .optimizer import Optimizer, effective_grad, lerp_, options
 
 
 class Adamax(Optimizer):
@@ -28,23 +29,17 @@ class Adamax(Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize)
         super().__init__(params, defaults)
 
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {"step": 0, "exp_avg": np.zeros_like(p.data), "exp_inf": np.zeros_like(p.data)}
+
     def _update_group(self, group: dict[str, Any]) -> None:
-        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        lr, eps, wd = options(group, "lr", "eps", "weight_decay")
         b1, b2 = (float(b) for b in group["betas"])
-        maximize = group["maximize"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            s = self.state.setdefault(p, {})
-            if not s:
-                s["step"] = 0
-                s["exp_avg"] = np.zeros_like(p.data)
-                s["exp_inf"] = np.zeros_like(p.data)
+        for p in self._with_grad(group):
+            s = self._state(p, group)
             s["step"] += 1
             clr = lr / (1 - b1 ** s["step"])
-            arrays = [p.data, p.grad.data, s["exp_avg"], s["exp_inf"]]
-            self._run(_adamax, arrays, 2, b1, b2, eps, wd, maximize, clr)
-            p._version += 1
+            self._apply(_adamax, p, [s["exp_avg"], s["exp_inf"]], 2, b1, b2, eps, wd, group["maximize"], clr)
 
 
 def _adamax(

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, effective_grad, lerp_, square_avg_
+from ..tensor import Tensor
+from .optimizer import Optimizer, effective_grad, lerp_, options, split_weight_decay, square_avg_
 
 
 class NAdam(Optimizer):
@@ -42,19 +43,15 @@ class NAdam(Optimizer):
         )
         super().__init__(params, defaults)
 
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {"step": 0, "mu_product": 1.0, "exp_avg": np.zeros_like(p.data), "exp_avg_sq": np.zeros_like(p.data)}
+
     def _update_group(self, group: dict[str, Any]) -> None:
-        lr, eps, wd = float(group["lr"]), float(group["eps"]), float(group["weight_decay"])
+        lr, eps, wd, md = options(group, "lr", "eps", "weight_decay", "momentum_decay")
         b1, b2 = (float(b) for b in group["betas"])
-        md, decoupled, maximize = float(group["momentum_decay"]), group["decoupled_weight_decay"], group["maximize"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            s = self.state.setdefault(p, {})
-            if not s:
-                s["step"] = 0
-                s["mu_product"] = 1.0
-                s["exp_avg"] = np.zeros_like(p.data)
-                s["exp_avg_sq"] = np.zeros_like(p.data)
+        decay, l2 = split_weight_decay(lr, wd, group["decoupled_weight_decay"])
+        for p in self._with_grad(group):
+            s = self._state(p, group)
             s["step"] += 1
             t = s["step"]
             bias_correction2 = 1 - b2**t
@@ -64,11 +61,10 @@ class NAdam(Optimizer):
             mu_product = s["mu_product"]
             c_grad = lr * (1.0 - mu) / (1.0 - mu_product)
             c_avg = lr * mu_next / (1.0 - mu_product * mu_next)
-            decay = 1 - lr * wd if wd and decoupled else None
-            l2 = 0.0 if decoupled else wd
-            arrays = [p.data, p.grad.data, s["exp_avg"], s["exp_avg_sq"]]
-            self._run(_nadam, arrays, 3, b1, b2, eps, l2, decay, maximize, bias_correction2, c_grad, c_avg)
-            p._version += 1
+            arrays = [s["exp_avg"], s["exp_avg_sq"]]
+            self._apply(
+                _nadam, p, arrays, 3, b1, b2, eps, l2, decay, group["maximize"], bias_correction2, c_grad, c_avg
+            )
 
 
 def _nadam(

@@ -18,6 +18,23 @@ from ..tensor import Tensor, enable_grad
 _CHUNK_BYTES = 1 << 18
 
 
+def options(group: dict[str, Any], *names: str) -> list[float]:
+    """The group's options `names` as Python floats (so that they never upcast a float32 parameter)."""
+    return [float(group[name]) for name in names]
+
+
+def split_weight_decay(lr: float, wd: float, decoupled: bool) -> tuple[float | None, float]:
+    """(factor to multiply w by before the step, or None; L2 coefficient to add to the gradient)."""
+    return (1 - lr * wd if wd and decoupled else None), (0.0 if decoupled else wd)
+
+
+def lazy_state(state: dict[str, Any], key: str, make: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
+    """state[key], made by make(*args) when missing (an option can be switched on after the first step)."""
+    if key not in state:
+        state[key] = make(*args)
+    return state[key]
+
+
 def effective_grad(p: np.ndarray, grad: np.ndarray, out: np.ndarray, maximize: bool, wd: float) -> np.ndarray:
     """The gradient to follow: ±grad (+ wd·p, L2 weight decay), written to `out` unless it is grad itself."""
     if wd:
@@ -158,32 +175,51 @@ class Optimizer:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def _run(self, kernel: Callable[..., None], arrays: list[np.ndarray], nscratch: int, *args: Any) -> None:
-        """kernel(arrays, scratch, *args) over cache-sized pieces of the (flattened) arrays.
+    def _with_grad(self, group: dict[str, Any]) -> list[Tensor]:
+        """The group's parameters that have a gradient (the others are left alone)."""
+        return [p for p in group["params"] if p.grad is not None]
+
+    def _state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """p's state, filled by `_init_state` when empty (p's first update)."""
+        s = self.state.setdefault(p, {})
+        if not s:
+            s.update(self._init_state(p, group))
+        return s
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _apply(
+        self, kernel: Callable[..., None], p: Tensor, state: list[np.ndarray | None], nscratch: int, *args: Any
+    ) -> None:
+        """Update p in place: kernel([p, grad, *state], scratch, *args) over cache-sized pieces of the
+        (flattened) arrays, with `nscratch` scratch arrays; a None in `state` is passed on as None.
 
         An update is a dozen elementwise passes; running them on ~256 KiB pieces keeps the data in
         cache between passes (about twice as fast as whole-array passes for large parameters).
         """
-        first = arrays[0]
+        first = p.data
+        arrays = [first, p.grad.data, *state]
         for a in arrays[1:]:
-            if a.shape != first.shape:
+            if a is not None and a.shape != first.shape:
                 raise ValueError(
                     f"{type(self).__name__}: a gradient or state of shape {a.shape} does not match its parameter's "
                     f"shape {first.shape}"
                 )
-        if all(a.flags.c_contiguous for a in arrays):
-            flat = [a.reshape(-1) for a in arrays]
+        if all(a is None or a.flags.c_contiguous for a in arrays):
+            flat = [None if a is None else a.reshape(-1) for a in arrays]
             n = first.size
             size = max(1024, _CHUNK_BYTES // first.itemsize)
             bufs = self._flat_scratch(first.dtype, min(n, size), nscratch)
             if n <= size:
                 kernel(flat, [b[:n] for b in bufs], *args)
-                return
-            for s in range(0, n, size):
-                e = min(s + size, n)
-                kernel([a[s:e] for a in flat], [b[: e - s] for b in bufs], *args)
+            else:
+                for s in range(0, n, size):
+                    e = min(s + size, n)
+                    kernel([None if a is None else a[s:e] for a in flat], [b[: e - s] for b in bufs], *args)
         else:  # unusual memory layouts: whole arrays
             kernel(arrays, [np.empty_like(first) for _ in range(nscratch)], *args)
+        p._version += 1
 
     def _flat_scratch(self, dtype: np.dtype, n: int, k: int) -> list[np.ndarray]:
         bufs = self._pool.setdefault(dtype.str, [])

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, effective_grad, lerp_, square_avg_
+from ..tensor import Tensor
+from .optimizer import Optimizer, effective_grad, lazy_state, lerp_, options, square_avg_
 
 
 class RMSprop(Optimizer):
@@ -39,27 +40,18 @@ class RMSprop(Optimizer):
         )
         super().__init__(params, defaults)
 
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {"step": 0, "square_avg": np.zeros_like(p.data)}
+
     def _update_group(self, group: dict[str, Any]) -> None:
-        lr, alpha, eps = float(group["lr"]), float(group["alpha"]), float(group["eps"])
-        wd, mom = float(group["weight_decay"]), float(group["momentum"])
-        centered, maximize = group["centered"], group["maximize"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            s = self.state.setdefault(p, {})
-            if not s:
-                s["step"] = 0
-                s["square_avg"] = np.zeros_like(p.data)
-                if mom > 0:
-                    s["momentum_buffer"] = np.zeros_like(p.data)
-                if centered:
-                    s["grad_avg"] = np.zeros_like(p.data)
+        lr, alpha, eps, wd, mom = options(group, "lr", "alpha", "eps", "weight_decay", "momentum")
+        centered = group["centered"]
+        for p in self._with_grad(group):
+            s = self._state(p, group)
             s["step"] += 1
-            arrays = [p.data, p.grad.data, s["square_avg"]]
-            arrays.append(s.setdefault("momentum_buffer", np.zeros_like(p.data)) if mom > 0 else None)
-            arrays.append(s.setdefault("grad_avg", np.zeros_like(p.data)) if centered else None)
-            self._run(_rmsprop, [a for a in arrays if a is not None], 2, lr, alpha, eps, wd, mom, centered, maximize)
-            p._version += 1
+            buf = lazy_state(s, "momentum_buffer", np.zeros_like, p.data) if mom > 0 else None
+            ga = lazy_state(s, "grad_avg", np.zeros_like, p.data) if centered else None
+            self._apply(_rmsprop, p, [s["square_avg"], buf, ga], 2, lr, alpha, eps, wd, mom, group["maximize"])
 
 
 def _rmsprop(
@@ -70,17 +62,13 @@ def _rmsprop(
     eps: float,
     wd: float,
     mom: float,
-    centered: bool,
     maximize: bool,
 ) -> None:
-    p, grad, v = arrays[:3]
-    rest = arrays[3:]
-    buf = rest.pop(0) if mom > 0 else None
+    p, grad, v, buf, ga = arrays
     tmp = scratch[1]
     g = effective_grad(p, grad, scratch[0], maximize, wd)
     square_avg_(v, g, alpha, tmp)
-    if centered:
-        ga = rest[0]
+    if ga is not None:  # centered
         lerp_(ga, g, 1 - alpha, tmp)
         np.multiply(ga, ga, out=tmp)
         np.subtract(v, tmp, out=tmp)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, effective_grad
+from .optimizer import Optimizer, effective_grad, options
 
 
 class SGD(Optimizer):
@@ -46,22 +46,17 @@ class SGD(Optimizer):
             raise self._invalid("nesterov", group["nesterov"], "Nesterov momentum needs momentum > 0 and dampening = 0")
 
     def _update_group(self, group: dict[str, Any]) -> None:
-        lr, mom = float(group["lr"]), float(group["momentum"])
-        damp, wd = float(group["dampening"]), float(group["weight_decay"])
+        lr, mom, damp, wd = options(group, "lr", "momentum", "dampening", "weight_decay")
         nesterov, maximize = group["nesterov"], group["maximize"]
-        for p in group["params"]:
-            if p.grad is None:
+        for p in self._with_grad(group):
+            if not mom:
+                self._apply(_sgd, p, [], 2, lr, wd, maximize)
                 continue
-            if mom:
-                state = self.state.setdefault(p, {})
-                first = state.get("momentum_buffer") is None
-                if first:
-                    state["momentum_buffer"] = np.empty_like(p.data)
-                arrays = [p.data, p.grad.data, state["momentum_buffer"]]
-                self._run(_sgd_momentum, arrays, 2, lr, mom, damp, wd, nesterov, maximize, first)
-            else:
-                self._run(_sgd, [p.data, p.grad.data], 2, lr, wd, maximize)
-            p._version += 1
+            state = self.state.setdefault(p, {})
+            first = state.get("momentum_buffer") is None
+            if first:
+                state["momentum_buffer"] = np.empty_like(p.data)
+            self._apply(_sgd_momentum, p, [state["momentum_buffer"]], 2, lr, mom, damp, wd, nesterov, maximize, first)
 
 
 def _sgd(arrays: list[np.ndarray], scratch: list[np.ndarray], lr: float, wd: float, maximize: bool) -> None:
