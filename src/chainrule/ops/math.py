@@ -197,7 +197,8 @@ def sigmoid(a: Tensor) -> Tensor:
 
 def relu(a: Tensor) -> Tensor:
     mask = a.data > 0
-    return record("relu", a.data * mask, (a,), lambda g: (g * mask,), saved=())
+    # np.maximum is one pass and keeps NaN (as a * mask did); the mask is kept for the gradient
+    return record("relu", np.maximum(a.data, 0), (a,), lambda g: (g * mask,), saved=())
 
 
 def sign(a: Tensor) -> Tensor:
