@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..tensor import Tensor, record
+from ..tensor import Tensor, is_grad_enabled, record
 
 __all__ = [
     "adaptive_avg_pool1d",
@@ -479,6 +479,10 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     half = len(views) // 2
     parts = [views] if half < 2 else [views[:half], views[half:]]
     best, *rest = _parallel([lambda vs=vs: running_max(vs) for vs in parts], views[0].size)
+    # 4 offsets (2x2 windows): the first maximum is found as a tournament of the pairs (0, 1), (2, 3)
+    # and of their maxima, three comparisons instead of four equality tests and their tie-breaking
+    pairwise = len(views) == 4 and x.requires_grad and is_grad_enabled()
+    hi = (rest[0] > best) if pairwise else None  # the second pair holds the first maximum
     for r in rest:
         np.maximum(best, r, out=best)
     shape_p = _padded_shape((n, c), geo)
@@ -489,6 +493,18 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
 
     def selection() -> list[np.ndarray]:
         """One boolean mask per kernel offset marking where it holds its window's first maximum (as PyTorch)."""
+        if not masks and hi is not None:
+            b1, b3 = views[1] > views[0], views[3] > views[2]  # the second of a pair is its first maximum
+            f1, f3, fhi = _flat(b1), _flat(b3), _flat(hi)
+            if np.may_share_memory(f1, b1) and np.may_share_memory(f3, b3) and np.may_share_memory(fhi, hi):
+                s0, s3 = np.empty_like(b1), np.empty_like(b1)  # b1's layout: their flat views line up
+                f0, fs3 = _flat(s0), _flat(s3)
+                np.logical_or(f1, fhi, out=f0)
+                np.logical_not(f0, out=f0)
+                np.logical_and(f3, fhi, out=fs3)
+                np.greater(f1, fhi, out=f1)  # b1 and not hi
+                np.greater(fhi, f3, out=f3)  # hi and not b3
+                masks.extend((s0, b1, b3, s3))
         if not masks:
             taken = None
             equal = _parallel([lambda v=v: v == best for v in views], best.size)
