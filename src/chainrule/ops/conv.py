@@ -242,6 +242,9 @@ def _im2col(x: np.ndarray, spec: _ConvSpec) -> np.ndarray:
     n, c = x.shape[:2]
     g = spec.groups
     (kh, kw), (oh, ow) = spec.geo.kernel, spec.geo.out
+    if n > 1 and not x.transpose(1, 2, 3, 0).flags.c_contiguous:
+        # batch innermost first (a copy kH·kW times smaller than cols): the window copy then reads contiguous rows
+        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
     win = _windows(_pad(x, spec.geo.pad), spec.geo).reshape(n, g, c // g, kh, kw, oh, ow)
     cols = np.empty((g, c // g, kh, kw, oh, ow, n), dtype=x.dtype)
     src = win.transpose(1, 2, 3, 4, 5, 6, 0)
