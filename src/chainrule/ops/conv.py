@@ -233,11 +233,13 @@ class _ConvSpec(NamedTuple):
     w_shape: tuple[int, int, int, int]
 
 
-def _im2col(x: np.ndarray, spec: _ConvSpec) -> np.ndarray:
+def _im2col(x: np.ndarray, spec: _ConvSpec, ones_row: bool = False) -> np.ndarray:
     """cols (G, C/G·kH·kW, OH·OW·N): every window of the padded input, laid out for one matrix product.
 
     The batch index is innermost: the product's output (C_out, OH, OW, N) then keeps the batch innermost,
     which makes the strided window reads and gradient adds of the next layers run over long contiguous rows.
+    With `ones_row`, cols gets one more row of ones (G, C/G·kH·kW + 1, OH·OW·N), so that the product
+    with the weight matrix extended by the bias column also adds the bias.
     """
     n, c = x.shape[:2]
     g = spec.groups
@@ -246,10 +248,14 @@ def _im2col(x: np.ndarray, spec: _ConvSpec) -> np.ndarray:
         # batch innermost first (a copy kH·kW times smaller than cols): the window copy then reads contiguous rows
         x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
     win = _windows(_pad(x, spec.geo.pad), spec.geo).reshape(n, g, c // g, kh, kw, oh, ow)
-    cols = np.empty((g, c // g, kh, kw, oh, ow, n), dtype=x.dtype)
+    rows = (c // g) * kh * kw
+    full = np.empty((g, rows + ones_row, oh * ow * n), dtype=x.dtype)
+    if ones_row:
+        full[:, rows] = 1
+    cols = full[:, :rows].reshape(g, c // g, kh, kw, oh, ow, n)  # a view: only the leading axes are split
     src = win.transpose(1, 2, 3, 4, 5, 6, 0)
     _parallel([lambda i=i: np.copyto(cols[:, :, i], src[:, :, i]) for i in range(kh)], cols[:, :, 0].size)
-    return cols.reshape(g, (c // g) * kh * kw, oh * ow * n)
+    return full
 
 
 def _g_matrix(g: np.ndarray, groups: int) -> np.ndarray:
@@ -258,13 +264,22 @@ def _g_matrix(g: np.ndarray, groups: int) -> np.ndarray:
     return g.transpose(1, 2, 3, 0).reshape(groups, o // groups, oh * ow * n)
 
 
-def _conv_np(x: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> tuple[np.ndarray, np.ndarray]:
+def _conv_np(
+    x: np.ndarray, w: np.ndarray, spec: _ConvSpec, bias: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """conv(x, w) + bias and the cols of x (for the weight gradient)."""
     n = x.shape[0]
     o = w.shape[0]
     g = spec.groups
-    cols = _im2col(x, spec)
-    out = np.matmul(w.reshape(g, o // g, -1), cols)  # (G, O/G, OH·OW·N)
-    return out.reshape(o, *spec.geo.out, n).transpose(3, 0, 1, 2), cols  # memory (O, OH, OW, N), seen as NCHW
+    wm = w.reshape(g, o // g, -1)
+    fold = bias is not None and bias.dtype == w.dtype == x.dtype  # the bias rides in the product: no extra pass
+    cols = _im2col(x, spec, ones_row=fold)
+    if fold:
+        wm = np.concatenate([wm, bias.reshape(g, o // g, 1)], axis=2)
+    out = np.matmul(wm, cols).reshape(o, *spec.geo.out, n).transpose(3, 0, 1, 2)  # memory (O, OH, OW, N)
+    if bias is not None and not fold:
+        out += bias.reshape(1, -1, 1, 1)
+    return out, cols[:, : wm.shape[2] - fold]
 
 
 def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.ndarray:
@@ -308,9 +323,7 @@ def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np
 
 def _conv(x: Tensor, w: Tensor, spec: _ConvSpec, bias: Tensor | None = None) -> Tensor:
     """Convolution (plus bias) as a recorded op; without bias also the derivative of the two gradient ops."""
-    out, cols = _conv_np(x.data, w.data, spec)
-    if bias is not None:
-        out += bias.data.reshape(1, -1, 1, 1)
+    out, cols = _conv_np(x.data, w.data, spec, None if bias is None else bias.data)
 
     def backward(g: Tensor) -> tuple:
         gx = _conv_input_grad(g, w, spec) if x.requires_grad else None
