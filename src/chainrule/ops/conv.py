@@ -5,7 +5,8 @@ The 1-D ops run the 2-D ones on a height of 1.
 
 How convolution is computed (im2col): the padded input is viewed (no copy, `as_strided`) as
 all its kH·kW shifted windows, copied once into a matrix `cols` of shape
-(groups, C_in/groups·kH·kW, OH·OW·N), and multiplied by the weight matrix: one matrix product.
+(groups, C_in/groups·kH·kW, OH·OW·N), and multiplied by the weight matrix: one matrix product
+(the bias rides in it as a row of ones in `cols` and a column of the weight matrix).
 Backward is two more products (weight: cols·gᵀ; input: Wᵀ·g) and, for the input, the columns
 are added back to their windows by looping over the kH·kW kernel offsets (a strided add each).
 
