@@ -67,7 +67,8 @@ def _num_threads() -> int:
     """Threads for the big elementwise kernels: $CHAINRULE_NUM_THREADS, default 1.
 
     Off by default: measured on 2 cores, the pool threads compete with BLAS's own (spinning) threads
-    and a CNN training step got slower (9.4 ms against 6.4 ms, benchmarks/conv_cnn_step.py).
+    and a CNN training step got slower (9.4 ms against 6.4 ms, benchmarks/conv_cnn_step.py; again
+    6.2 ms against 5.7 ms once freed memory was kept, see chainrule._memory).
     """
     env = os.environ.get("CHAINRULE_NUM_THREADS")
     return max(1, int(env)) if env else 1
