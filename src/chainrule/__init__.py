@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import functional, nn, ops, optim
+from . import _memory, functional, nn, ops, optim
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops import (
     abs,
@@ -94,6 +94,8 @@ from .tensor import (
 )
 
 __version__ = "0.1.0"
+
+_memory._configure_from_env()  # keep freed array memory for the next training step (see _memory)
 
 __all__ = [
     "Generator",

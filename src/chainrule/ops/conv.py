@@ -5,7 +5,8 @@ The 1-D ops run the 2-D ones on a height of 1.
 
 How convolution is computed (im2col): the padded input is viewed (no copy, `as_strided`) as
 all its kH·kW shifted windows, copied once into a matrix `cols` of shape
-(groups, C_in/groups·kH·kW, OH·OW·N), and multiplied by the weight matrix: one matrix product.
+(groups, C_in/groups·kH·kW, OH·OW·N), and multiplied by the weight matrix: one matrix product
+(the bias rides in it as a row of ones in `cols` and a column of the weight matrix).
 Backward is two more products (weight: cols·gᵀ; input: Wᵀ·g) and, for the input, the columns
 are added back to their windows by looping over the kH·kW kernel offsets (a strided add each).
 
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..tensor import Tensor, record
+from ..tensor import Tensor, is_grad_enabled, record
 
 __all__ = [
     "adaptive_avg_pool1d",
@@ -66,7 +67,8 @@ def _num_threads() -> int:
     """Threads for the big elementwise kernels: $CHAINRULE_NUM_THREADS, default 1.
 
     Off by default: measured on 2 cores, the pool threads compete with BLAS's own (spinning) threads
-    and a CNN training step got slower (9.4 ms against 6.4 ms, benchmarks/conv_cnn_step.py).
+    and a CNN training step got slower (9.4 ms against 6.4 ms, benchmarks/conv_cnn_step.py; again
+    6.2 ms against 5.7 ms once freed memory was kept, see chainrule._memory).
     """
     env = os.environ.get("CHAINRULE_NUM_THREADS")
     return max(1, int(env)) if env else 1
@@ -143,13 +145,18 @@ def _geometry(
     return _Geometry(k, s, pad, d, out, hw)  # type: ignore[arg-type]
 
 
-def _full_laid_out_as(like: np.ndarray, shape: tuple[int, ...], value: float = 0.0) -> np.ndarray:
-    """`value`-filled array of `shape` whose axes lie in memory in the same order as `like`'s.
+def _full_laid_out_as(like: np.ndarray, shape: tuple[int, ...], value: float | None = 0.0) -> np.ndarray:
+    """`value`-filled (None: uninitialised) array of `shape` whose axes lie in memory in the same order as `like`'s.
 
     Keeping one memory layout through a network keeps elementwise ops on matching strides (fast).
     """
     order = np.argsort([-abs(st) for st in like.strides], kind="stable")
-    make = (lambda sh: np.zeros(sh, like.dtype)) if value == 0 else (lambda sh: np.full(sh, value, like.dtype))
+    if value is None:  # uninitialised: the caller writes every element
+        make = lambda sh: np.empty(sh, like.dtype)  # noqa: E731
+    elif value == 0:
+        make = lambda sh: np.zeros(sh, like.dtype)  # noqa: E731
+    else:
+        make = lambda sh: np.full(sh, value, like.dtype)  # noqa: E731
     if list(order) == list(range(like.ndim)):
         return make(shape)
     return make([shape[i] for i in order]).transpose(np.argsort(order))
@@ -228,20 +235,29 @@ class _ConvSpec(NamedTuple):
     w_shape: tuple[int, int, int, int]
 
 
-def _im2col(x: np.ndarray, spec: _ConvSpec) -> np.ndarray:
+def _im2col(x: np.ndarray, spec: _ConvSpec, ones_row: bool = False) -> np.ndarray:
     """cols (G, C/G·kH·kW, OH·OW·N): every window of the padded input, laid out for one matrix product.
 
     The batch index is innermost: the product's output (C_out, OH, OW, N) then keeps the batch innermost,
     which makes the strided window reads and gradient adds of the next layers run over long contiguous rows.
+    With `ones_row`, cols gets one more row of ones (G, C/G·kH·kW + 1, OH·OW·N), so that the product
+    with the weight matrix extended by the bias column also adds the bias.
     """
     n, c = x.shape[:2]
     g = spec.groups
     (kh, kw), (oh, ow) = spec.geo.kernel, spec.geo.out
+    if n > 1 and not x.transpose(1, 2, 3, 0).flags.c_contiguous:
+        # batch innermost first (a copy kH·kW times smaller than cols): the window copy then reads contiguous rows
+        x = np.ascontiguousarray(x.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
     win = _windows(_pad(x, spec.geo.pad), spec.geo).reshape(n, g, c // g, kh, kw, oh, ow)
-    cols = np.empty((g, c // g, kh, kw, oh, ow, n), dtype=x.dtype)
+    rows = (c // g) * kh * kw
+    full = np.empty((g, rows + ones_row, oh * ow * n), dtype=x.dtype)
+    if ones_row:
+        full[:, rows] = 1
+    cols = full[:, :rows].reshape(g, c // g, kh, kw, oh, ow, n)  # a view: only the leading axes are split
     src = win.transpose(1, 2, 3, 4, 5, 6, 0)
     _parallel([lambda i=i: np.copyto(cols[:, :, i], src[:, :, i]) for i in range(kh)], cols[:, :, 0].size)
-    return cols.reshape(g, (c // g) * kh * kw, oh * ow * n)
+    return full
 
 
 def _g_matrix(g: np.ndarray, groups: int) -> np.ndarray:
@@ -250,13 +266,22 @@ def _g_matrix(g: np.ndarray, groups: int) -> np.ndarray:
     return g.transpose(1, 2, 3, 0).reshape(groups, o // groups, oh * ow * n)
 
 
-def _conv_np(x: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> tuple[np.ndarray, np.ndarray]:
+def _conv_np(
+    x: np.ndarray, w: np.ndarray, spec: _ConvSpec, bias: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """conv(x, w) + bias and the cols of x (for the weight gradient)."""
     n = x.shape[0]
     o = w.shape[0]
     g = spec.groups
-    cols = _im2col(x, spec)
-    out = np.matmul(w.reshape(g, o // g, -1), cols)  # (G, O/G, OH·OW·N)
-    return out.reshape(o, *spec.geo.out, n).transpose(3, 0, 1, 2), cols  # memory (O, OH, OW, N), seen as NCHW
+    wm = w.reshape(g, o // g, -1)
+    fold = bias is not None and bias.dtype == w.dtype == x.dtype  # the bias rides in the product: no extra pass
+    cols = _im2col(x, spec, ones_row=fold)
+    if fold:
+        wm = np.concatenate([wm, bias.reshape(g, o // g, 1)], axis=2)
+    out = np.matmul(wm, cols).reshape(o, *spec.geo.out, n).transpose(3, 0, 1, 2)  # memory (O, OH, OW, N)
+    if bias is not None and not fold:
+        out += bias.reshape(1, -1, 1, 1)
+    return out, cols[:, : wm.shape[2] - fold]
 
 
 def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.ndarray:
@@ -282,8 +307,17 @@ def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.nda
 
 def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np.ndarray | None) -> np.ndarray:
     cols = _im2col(x, spec) if cols is None else cols
+    gm = _g_matrix(g, spec.groups)
+    grp, rows, k = cols.shape
+    oh = spec.geo.out[0]
+    if rows * gm.shape[1] <= 1024 and oh > 1 and gm.strides[2] == cols.strides[2] == cols.itemsize:
+        # A tiny result over a very long contraction runs far below BLAS's peak (about 2x slower measured for
+        # 9x16 over 43264): contract OH chunks as one batched product and add the OH partial results.
+        cc = cols.reshape(grp, rows, oh, k // oh).transpose(0, 2, 1, 3)  # (G, OH, rows, K/OH), no copy
+        gc = gm.reshape(grp, gm.shape[1], oh, k // oh).transpose(0, 2, 3, 1)  # (G, OH, K/OH, O/G)
+        return np.matmul(cc, gc).sum(1).transpose(0, 2, 1).reshape(spec.w_shape)
     # (cols · gᵀ)ᵀ rather than g · colsᵀ: the long N·OH·OW axis is contracted as BLAS does it fastest
-    return np.matmul(cols, _g_matrix(g, spec.groups).transpose(0, 2, 1)).transpose(0, 2, 1).reshape(spec.w_shape)
+    return np.matmul(cols, gm.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(spec.w_shape)
 
 
 # ----------------------------------------------------------------------------- convolution ops (recorded)
@@ -291,17 +325,30 @@ def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np
 
 def _conv(x: Tensor, w: Tensor, spec: _ConvSpec, bias: Tensor | None = None) -> Tensor:
     """Convolution (plus bias) as a recorded op; without bias also the derivative of the two gradient ops."""
-    out, cols = _conv_np(x.data, w.data, spec)
-    if bias is not None:
-        out += bias.data.reshape(1, -1, 1, 1)
+    out, cols = _conv_np(x.data, w.data, spec, None if bias is None else bias.data)
 
     def backward(g: Tensor) -> tuple:
         gx = _conv_input_grad(g, w, spec) if x.requires_grad else None
         gw = _conv_weight_grad(x, g, spec, cols) if w.requires_grad else None
-        gb = g.sum((0, 2, 3)) if bias is not None and bias.requires_grad else None
+        gb = _bias_grad(g) if bias is not None and bias.requires_grad else None
         return gx, gw, gb
 
     return record("conv2d", out, (x, w) if bias is None else (x, w, bias), backward, saved=(x, w))
+
+
+def _sum_but_channels(v: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (C,): sum over all but the channel axis."""
+    m = v.transpose(1, 2, 3, 0)
+    if m.flags.c_contiguous:  # the conv output layout: a product with ones is several times faster than np.sum
+        return m.reshape(m.shape[0], -1) @ np.ones(m[0].size, dtype=v.dtype)
+    return v.sum((0, 2, 3))
+
+
+def _bias_grad(g: Tensor) -> Tensor:
+    """g.sum((0, 2, 3)), recorded as a linear map whose adjoint spreads a (C,) gradient over g's shape."""
+    return _linear_op(
+        "conv2d_bias_grad", _sum_but_channels, lambda b: np.broadcast_to(b.reshape(1, -1, 1, 1), g.shape).copy(), g
+    )
 
 
 def _conv_input_grad(g: Tensor, w: Tensor, spec: _ConvSpec) -> Tensor:
@@ -450,14 +497,32 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     half = len(views) // 2
     parts = [views] if half < 2 else [views[:half], views[half:]]
     best, *rest = _parallel([lambda vs=vs: running_max(vs) for vs in parts], views[0].size)
+    # 4 offsets (2x2 windows): the first maximum is found as a tournament of the pairs (0, 1), (2, 3)
+    # and of their maxima, three comparisons instead of four equality tests and their tie-breaking
+    pairwise = len(views) == 4 and x.requires_grad and is_grad_enabled()
+    hi = (rest[0] > best) if pairwise else None  # the second pair holds the first maximum
     for r in rest:
         np.maximum(best, r, out=best)
     shape_p = _padded_shape((n, c), geo)
     disjoint = sh > dh * (kh - 1) and sw > dw * (kw - 1)  # windows do not overlap: scatter can write, not add
+    # windows tile the padded input exactly (e.g. 2x2 pooling of an even size): the scatter writes every element
+    tiled = (kh, kw) == (sh, sw) and (dh, dw) == (1, 1) and shape_p[2:] == (geo.out[0] * sh, geo.out[1] * sw)
     masks: list[np.ndarray] = []
 
     def selection() -> list[np.ndarray]:
         """One boolean mask per kernel offset marking where it holds its window's first maximum (as PyTorch)."""
+        if not masks and hi is not None:
+            b1, b3 = views[1] > views[0], views[3] > views[2]  # the second of a pair is its first maximum
+            f1, f3, fhi = _flat(b1), _flat(b3), _flat(hi)
+            if np.may_share_memory(f1, b1) and np.may_share_memory(f3, b3) and np.may_share_memory(fhi, hi):
+                s0, s3 = np.empty_like(b1), np.empty_like(b1)  # b1's layout: their flat views line up
+                f0, fs3 = _flat(s0), _flat(s3)
+                np.logical_or(f1, fhi, out=f0)
+                np.logical_not(f0, out=f0)
+                np.logical_and(f3, fhi, out=fs3)
+                np.greater(f1, fhi, out=f1)  # b1 and not hi
+                np.greater(fhi, f3, out=f3)  # hi and not b3
+                masks.extend((s0, b1, b3, s3))
         if not masks:
             taken = None
             equal = _parallel([lambda v=v: v == best for v in views], best.size)
@@ -477,7 +542,7 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
 
     def scatter(g: np.ndarray) -> np.ndarray:  # adjoint: each output's gradient goes to its argmax
         g = _same_layout(g, best)
-        gxp = _full_laid_out_as(best, shape_p)
+        gxp = _full_laid_out_as(best, shape_p, None if tiled else 0.0)
         if disjoint:
             pairs = zip(offsets, selection())
             _parallel([lambda sl=sl, m=m: np.multiply(g, m, out=gxp[(..., *sl)]) for (_, sl), m in pairs], g.size)

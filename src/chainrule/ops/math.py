@@ -240,8 +240,13 @@ def sigmoid(a: Tensor) -> Tensor:
 
 def relu(a: Tensor) -> Tensor:
     mask = a.data > 0
+    # np.maximum is one pass and keeps NaN (as a * mask did); the mask is kept for the gradient
     return record(
-        "relu", a.data * mask, (a,), lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),), saved=()
+        "relu",
+        np.maximum(a.data, 0),
+        (a,),
+        lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),),
+        saved=(),
     )
 
 
