@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import functional, nn, ops, optim
+from .anomaly import detect_anomaly, is_anomaly_enabled
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops import (
     abs,
@@ -96,6 +97,8 @@ from .tensor import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "detect_anomaly",
+    "is_anomaly_enabled",
     "Generator",
     "GradcheckError",
     "Tensor",
