@@ -19,6 +19,7 @@ import numpy as np
 from . import tensor as _tensor
 from .errors import AnomalyError
 
+_in_backward = [0]
 _PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -47,6 +48,8 @@ def _bad(a: Any) -> str | None:
 
 def _hook(op: str, data: np.ndarray, parents: tuple, backward: Callable) -> Callable:
     """Check a forward result; return `backward` wrapped so that its gradients are checked too."""
+    if _in_backward[0]:  # an op computing a gradient: the gradient it returns is checked below
+        return backward
     where = _location()
     what = _bad(data)
     if what is not None:
@@ -55,7 +58,11 @@ def _hook(op: str, data: np.ndarray, parents: tuple, backward: Callable) -> Call
         raise AnomalyError(f"forward of {op} produced {what}; the op was created at {where}")
 
     def checked(g: Any) -> Any:
-        grads = backward(g)
+        _in_backward[0] += 1
+        try:
+            grads = backward(g)
+        finally:
+            _in_backward[0] -= 1
         for i, pg in enumerate(grads):
             bad = _bad(pg)
             if bad is not None:
