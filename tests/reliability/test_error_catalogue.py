@@ -189,6 +189,6 @@ def test_catalogued_error(workdir, tmp_path, monkeypatch, capsys, fragment):
     assert not Path("out.csv").exists()
     leftovers = [p for p in Path(".").rglob("*.tmp")]
     assert not leftovers
-    if "model spec" in fragment:  # the same refusal through the Python API
+    if "model spec" in fragment and callable(argv):  # the same refusal through the Python API
         with pytest.raises(ModelFileError, match=re.escape(fragment)):
             load(argv(monkeypatch)[1])
