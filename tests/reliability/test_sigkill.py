@@ -64,6 +64,21 @@ def _timed(tmp, k, delay):
     return _resume(run), p.returncode == -signal.SIGKILL
 
 
+def _sigint(tmp, k, delay):
+    run = tmp / f"i{k}"
+    p = _cli(["train", *ARGS, "--out", str(run)], wait=False)
+    t0 = time.monotonic()
+    while not list(run.glob("checkpoint.*")) and p.poll() is None and time.monotonic() - t0 < 30:
+        time.sleep(0.005)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate()
+    if p.returncode != 0:  # stopped: one line saying where the checkpoint is and how to resume
+        assert p.returncode == 130, err
+        assert f"resume with: chainrule train --resume {run}" in err.decode() and "checkpoint of epoch" in err.decode()
+    return _resume(run)
+
+
 def test_sigkill_at_many_points_then_resume_is_bit_identical(tmp_path):
     code, _, err = _cli(["train", *ARGS, "--out", str(tmp_path / "ref")])
     assert code == 0, err
@@ -74,6 +89,7 @@ def test_sigkill_at_many_points_then_resume_is_bit_identical(tmp_path):
     with ThreadPoolExecutor(4) as pool:
         futs = [pool.submit(_hooked, tmp_path, s, n) for s, n in jobs]
         timed = [pool.submit(_timed, tmp_path, k, d) for k, d in enumerate(delays)]
+        futs += [pool.submit(_sigint, tmp_path, k, d) for k, d in enumerate((0.0, 0.05))]
         results = [f.result() for f in futs]
         killed = [t.result() for t in timed]
     results += [r for r, _ in killed]
