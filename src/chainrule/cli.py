@@ -34,6 +34,7 @@ TRAIN_EPILOG = """examples:
   chainrule train --data my.csv --target price --val-split 0.2 --early-stopping 10
   chainrule train job.toml --epochs 50              options from a TOML/JSON file, overridden on the line
   chainrule train --resume runs/digits-20260101-120000   continue an interrupted run
+  mpiexec -n 2 chainrule train --distributed       data-parallel over 2 MPI ranks (docs/distributed.md)
 
 a CONFIG file holds the same options as keys (batch_size, val_split, ...); "model" may also be a list
 of layers, e.g. [{type = "Linear", out_features = 64}, {type = "ReLU"}, {type = "Linear"}].
@@ -170,10 +171,42 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<data>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI ranks: mpiexec -n N chainrule train --distributed (needs chainrule[mpi])",
+    )
+    p.add_argument(
+        "--allreduce-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=300.0,
+        help="with --distributed: fail when a collective takes longer, e.g. a rank died (default 300)",
+    )
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if not args.distributed:
+        return _train(args, None)
+    from .distributed import Communicator, DistributedError
+
+    if not args.allreduce_timeout > 0:
+        raise ConfigError(f"--allreduce-timeout must be positive, got {args.allreduce_timeout}")
+    comm = Communicator(timeout=args.allreduce_timeout)
+    try:
+        return _train(args, comm)
+    except DistributedError as e:
+        # the other ranks may never answer again: MPI_Finalize at exit could hang, so abort the whole job
+        print(f"chainrule train: error: {e}", file=sys.stderr, flush=True)
+        import time
+
+        time.sleep(0.5)  # let mpiexec forward the message before MPI_Abort tears the job down
+        comm.abort(2)
+        raise
+
+
+def _train(args: argparse.Namespace, comm: Any) -> int:
     from .job import run_training
     from .spec import read_config_file
 
@@ -201,9 +234,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         extra = sorted(set(cfg) - {"epochs", "plot"})
         if extra:
             raise ConfigError(f"--resume continues the saved run; only --epochs may change (got {', '.join(extra)})")
-        summary = run_training({"epochs": cfg.get("epochs")}, resume_dir=args.resume, quiet=args.quiet)
+        summary = run_training(
+            {"epochs": cfg.get("epochs")}, resume_dir=args.resume, quiet=args.quiet, distributed=comm
+        )
     else:
-        summary = run_training(cfg, quiet=args.quiet)
+        summary = run_training(cfg, quiet=args.quiet, distributed=comm)
+    if comm is not None and not comm.is_main:
+        return 0
     m = summary["metrics"]
     where = summary["evaluated_on"]
     if summary["task"] == "classification":

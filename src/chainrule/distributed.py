@@ -12,8 +12,10 @@ Run with the `mpiexec` installed beside mpi4py: `mpiexec -n 2 chainrule train --
 from __future__ import annotations
 
 import os
+import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,11 +38,31 @@ def _mpi() -> Any:
     return MPI
 
 
-def _launcher_size() -> int | None:
-    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"):
-        if os.environ.get(var):
-            return int(os.environ[var])
-    return None
+def _launcher_size() -> tuple[int | None, int]:
+    """(world size announced by the launcher or None, ranks it started on this host: a lower bound, else 1)."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var]), 1
+    local = os.environ.get("MPI_LOCALNRANKS", os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", ""))
+    return None, int(local) if local.isdigit() else 1
+
+
+def mpiexec_path() -> str:
+    """The mpiexec installed with mpi4py/mpich (chainrule[mpi]): beside this Python, in its scripts folder
+    (also the --user one), else the first on PATH (a different MPI's is refused by `Communicator`)."""
+    import shutil
+    import sysconfig
+
+    places = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    try:
+        places.append(Path(sysconfig.get_path("scripts", f"{os.name}_user")))
+    except KeyError:
+        pass
+    for folder in places:
+        for name in ("mpiexec", "mpiexec.exe"):
+            if (folder / name).exists():
+                return str(folder / name)
+    return shutil.which("mpiexec") or "mpiexec"
 
 
 class Communicator:
@@ -59,7 +81,9 @@ class Communicator:
         self.timeout = float(timeout)
         self.bucket_bytes = int(bucket_bytes)
         self.allreduce_seconds = 0.0  # time spent in gradient allreduces, for the benchmark
-        expected = _launcher_size()
+        expected, on_this_host = _launcher_size()
+        if expected is None and on_this_host > self.size:
+            expected = on_this_host
         if expected is not None and expected != self.size:
             raise DistributedError(
                 f"the launcher started {expected} processes but this MPI world has {self.size}: "
@@ -71,21 +95,94 @@ class Communicator:
         return self.rank == 0
 
     def _wait(self, request: Any, what: str) -> None:
-        deadline = time.monotonic() + self.timeout
+        # MPICH makes progress only inside MPI calls, so a sleeping rank stalls the collective for everyone:
+        # busy-poll (as a blocking MPI_Allreduce does) for 50 ms, then back off to short sleeps until the timeout
+        start = time.monotonic()
+        deadline, spin_until = start + self.timeout, start + min(0.05, self.timeout)
+        while time.monotonic() < spin_until:
+            if request.Test():
+                return
+        pause = 1e-5
         while not request.Test():
             if time.monotonic() > deadline:
                 raise DistributedError(
                     f"rank {self.rank}: {what} did not complete within {self.timeout:g} s; "
-                    "another rank has probably died"
+                    "another rank has probably died (see its output above)"
                 )
-            time.sleep(0.0005)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
 
-    def allreduce_(self, buf: np.ndarray, what: str = "allreduce") -> np.ndarray:
-        """Sum `buf` over all ranks, in place (non-blocking with a timeout)."""
+    def allreduce_(self, buf: np.ndarray, what: str = "allreduce", op: str = "sum") -> np.ndarray:
+        """Reduce `buf` (op "sum", "max" or "min") over all ranks, in place (non-blocking with a timeout)."""
         if self.size == 1:
             return buf
-        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM), what)
+        mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=mpi_op), what)
         return buf
+
+    def same_everywhere(self, value: float, what: str) -> None:
+        """Raise DistributedError unless every rank passes the same number (e.g. the epoch of a loaded checkpoint)."""
+        if self.size == 1:
+            return
+        v = self.allreduce_(np.array([value, -value], dtype=np.float64), what, op="max")
+        if v[0] != -v[1]:
+            raise DistributedError(f"rank {self.rank}: the ranks disagree on {what} (from {-v[1]:g} to {v[0]:g})")
+
+    def all_ok(self, ok: bool, what: str = "status") -> bool:
+        """True when `ok` is true on every rank (an agreement step so that all ranks fail together)."""
+        if self.size == 1:
+            return ok
+        return bool(self.allreduce_(np.array([1 if ok else 0], dtype=np.int64), what, op="min")[0])
+
+    def broadcast_str(self, text: str, root: int = 0) -> str:
+        """Rank `root`'s string on every rank (e.g. a run directory named after rank 0's clock)."""
+        if self.size == 1:
+            return text
+        raw = text.encode()
+        n = self.broadcast_(np.array([len(raw)], dtype=np.int64), root, "broadcast")
+        buf = np.frombuffer(raw, dtype=np.uint8).copy() if self.rank == root else np.zeros(int(n[0]), np.uint8)
+        return self.broadcast_(buf, root, "broadcast").tobytes().decode()
+
+    def average_buffers(self, tensors: Iterable[Tensor]) -> None:
+        """Replace floating-point buffers (BatchNorm running statistics) by their mean over ranks."""
+        if self.size == 1:
+            return
+        for t in tensors:
+            if t is not None and t.data.dtype.kind == "f" and t.data.size:
+                flat = np.ascontiguousarray(t.data).copy()
+                self.allreduce_(flat, "buffer allreduce")
+                t.data = flat / np.asarray(self.size, dtype=flat.dtype)
+                t._version += 1
+
+    def on_main(self, fn: Callable[[], Any], what: str) -> Any:
+        """Run `fn` on rank 0 only; if it raises, rank 0 re-raises and every other rank raises too (no hang)."""
+        error: BaseException | None = None
+        result = None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as e:  # re-raised below, after the other ranks have heard of it
+                error = e
+        if not self.all_ok(error is None, what):
+            if error is not None:
+                raise error
+            raise DistributedError(f"rank {self.rank}: rank 0 failed while {what}")
+        return result
+
+    def exit_hook(self, step: int) -> None:
+        """Fault injection for tests: CHAINRULE_DIST_EXIT="RANK:STEP" makes that rank exit (status 3) at that
+        step of this process; "RANK:STEP:hang" makes it stop answering instead (sleep forever)."""
+        spec = os.environ.get("CHAINRULE_DIST_EXIT")
+        if not spec:
+            return
+        rank, at, *mode = spec.split(":")
+        if int(rank) == self.rank and int(at) == step:
+            what = "hanging" if mode == ["hang"] else "exiting"
+            print(f"rank {self.rank}: {what} at step {step} (CHAINRULE_DIST_EXIT)", file=sys.stderr, flush=True)
+            if mode == ["hang"]:
+                while True:
+                    time.sleep(60)
+            os._exit(3)
 
     def broadcast_(self, buf: np.ndarray, root: int = 0, what: str = "broadcast") -> np.ndarray:
         if self.size == 1:
@@ -128,7 +225,7 @@ class Communicator:
             offset = 0
             for p in bucket:
                 n = p.numel()
-                p.grad = Tensor(flat[offset : offset + n].reshape(p.shape).copy())
+                p.grad = Tensor(flat[offset : offset + n].reshape(p.shape))  # a view: flat is new each call
                 offset += n
         self.allreduce_seconds += time.perf_counter() - start
 

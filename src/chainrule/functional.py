@@ -12,11 +12,29 @@ import numpy as np
 from . import ops
 from .errors import DataError
 from .ops import linear, log_softmax, pad, sigmoid, softmax, tanh, where
+from .ops.conv import (
+    adaptive_avg_pool1d,
+    adaptive_avg_pool2d,
+    avg_pool1d,
+    avg_pool2d,
+    conv1d,
+    conv2d,
+    max_pool1d,
+    max_pool2d,
+)
 from .ops.nn import batch_norm, embedding, gelu, layer_norm, log_sigmoid, softplus
 from .random import Generator
 from .tensor import Tensor, is_grad_enabled, record
 
 __all__ = [
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "conv1d",
+    "conv2d",
+    "max_pool1d",
+    "max_pool2d",
     "batch_norm",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",

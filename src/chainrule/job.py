@@ -221,8 +221,14 @@ def build(cfg: dict[str, Any], prep: Prepared):
     return model, loss_fn, optimizer
 
 
-def run_training(cfg: dict[str, Any], resume_dir: str | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train as configured; returns a summary dict (test metrics, run directory, stop reason...)."""
+def run_training(
+    cfg: dict[str, Any], resume_dir: str | None = None, quiet: bool = False, distributed: Any = None
+) -> dict[str, Any]:
+    """Train as configured; returns a summary dict (test metrics, run directory, stop reason...).
+
+    With a `distributed` Communicator (one call per MPI rank) training is data-parallel; only rank 0 creates
+    and writes the run directory (its name is broadcast), the other ranks only read a checkpoint to resume.
+    """
     if resume_dir is not None:
         out = Path(resume_dir)
         if not (out / "config.json").exists():
@@ -240,23 +246,40 @@ def run_training(cfg: dict[str, Any], resume_dir: str | None = None, quiet: bool
     model, loss_fn, optimizer = build(cfg, prep)  # all checks pass before anything is written
     if resume_dir is None:
         out = Path(cfg["out"]) if cfg["out"] else _default_out(cfg)
-        if out.exists() and (checkpoint_path(out).exists() or (out / "config.json").exists()):
-            raise ConfigError(f"{out}: already holds a run; resume it with --resume {out} or choose another --out")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"{out}: cannot create the run directory ({e.strerror or e})") from None
+        if distributed is not None:
+            out = Path(distributed.broadcast_str(str(out)))
         cfg["out"] = str(out)
-        atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+        if distributed is None:
+            _create_run_dir(out, cfg)
+        else:
+            distributed.on_main(lambda: _create_run_dir(out, cfg), "creating the run directory")
     try:
-        return _train_in(cfg, prep, model, loss_fn, optimizer, out, resume_dir is not None, quiet)
+        return _train_in(cfg, prep, model, loss_fn, optimizer, out, resume_dir is not None, quiet, distributed)
     except KeyboardInterrupt as e:
         msg = str(e) if "resume with" in str(e) else f"interrupted; resume with: chainrule train --resume {out}"
         raise KeyboardInterrupt(msg) from None
 
 
+def _create_run_dir(out: Path, cfg: dict[str, Any]) -> None:
+    if out.exists() and (checkpoint_path(out).exists() or (out / "config.json").exists()):
+        raise ConfigError(f"{out}: already holds a run; resume it with --resume {out} or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{out}: cannot create the run directory ({e.strerror or e})") from None
+    atomic_write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
+
+
 def _train_in(
-    cfg: dict[str, Any], prep: Prepared, model: Any, loss_fn: Any, optimizer: Any, out: Path, resume: bool, quiet: bool
+    cfg: dict[str, Any],
+    prep: Prepared,
+    model: Any,
+    loss_fn: Any,
+    optimizer: Any,
+    out: Path,
+    resume: bool,
+    quiet: bool,
+    distributed: Any = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     history = fit(
@@ -278,6 +301,7 @@ def _train_in(
         checkpoint_every=cfg["checkpoint_every"],
         resume=resume,
         quiet=quiet,
+        distributed=distributed,
     )
     seconds = time.perf_counter() - t0
     summary: dict[str, Any] = {
@@ -293,7 +317,12 @@ def _train_in(
         raise KeyboardInterrupt(f"{history.message}; resume with: chainrule train --resume {out}")
     test = prep.test or prep.val or prep.train
     summary["evaluated_on"] = "test" if prep.test else ("validation" if prep.val else "train")
-    summary["metrics"] = evaluate(model, loss_fn, test)
+    summary["metrics"] = evaluate(model, loss_fn, test)  # every rank holds the same weights: same numbers
+    if distributed is not None and not distributed.is_main:
+        summary["model"] = str(out / f"model{default_extension()}")
+        if history.stop_reason == "diverged":
+            raise TrainingError(f"{history.message} (run saved in {out})")
+        return summary
     meta = {
         "task": prep.bundle.task,
         "classes": prep.bundle.classes,

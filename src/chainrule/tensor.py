@@ -108,8 +108,12 @@ class set_grad_enabled(_SetGrad):
 
 # ----------------------------------------------------------------------------- tensor
 
+_NP_FLOAT_SCALARS = frozenset((np.float16, np.float32, np.float64))
+
 
 def _as_array(data: Any, dtype: Any) -> np.ndarray:
+    if dtype is None and type(data) in _NP_FLOAT_SCALARS:  # fast path: what a ufunc on 0-d arrays returns
+        return np.asarray(data)
     if isinstance(data, Tensor):
         data = data.data
     if dtype is not None:

@@ -89,10 +89,17 @@ def predict(model: Any, x: Any, batch_size: int = 1024) -> np.ndarray:
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
-def evaluate(model: Any, loss_fn: Any, data: Any, batch_size: int = 1024) -> dict[str, float]:
-    """{"loss": mean loss, plus accuracy (classification) or mse/mae/r2 (regression)} on (x, y)."""
+def evaluate(model: Any, loss_fn: Any, data: Any, batch_size: int = 1024, distributed: Any = None) -> dict[str, float]:
+    """{"loss": mean loss, plus accuracy (classification) or mse/mae/r2 (regression)} on (x, y).
+
+    With a `distributed` Communicator each rank predicts its contiguous shard of the rows, the outputs are
+    gathered on every rank in row order, and every rank computes the same metrics from the whole set.
+    """
     x, y = _arrays(data)[:2]
-    out = predict(model, x, batch_size)
+    if distributed is not None and len(x) >= distributed.size:
+        out = distributed.allgather_rows(np.ascontiguousarray(predict(model, x[distributed.shard(len(x))], batch_size)))
+    else:
+        out = predict(model, x, batch_size)
     with no_grad():
         loss = float(loss_fn(Tensor(out), Tensor(y)).item())
     return {"loss": loss, **compute_metrics(loss_task(loss_fn), out, y)}
@@ -335,6 +342,8 @@ class _State:
     prev_loss: float | None = None
     best_epoch: int | None = None
     last_good: dict[str, np.ndarray] | None = None
+    dist: Any = None  # the Communicator of a distributed run
+    steps: int = 0  # steps taken by this process (for the distributed fault-injection hook)
 
 
 def _lr(optimizer: Any) -> float:
@@ -373,6 +382,7 @@ def fit(
     detect_anomaly: bool = False,
     quiet: bool = False,
     metadata: dict[str, Any] | None = None,
+    distributed: Any = None,
 ) -> History:
     """Train `model` by gradient descent on `train_data` ((x, y) arrays or a TensorDataset).
 
@@ -387,6 +397,16 @@ def fit(
     the first NaN/Inf and where it was created. `grad_clip` scales gradients to at most that global norm.
     `seed` seeds the batch shuffling. `metadata` (JSON-able) is stored in checkpoints.
     Returns the History; `history.message` explains why training stopped.
+
+    `distributed` (a `chainrule.distributed.Communicator`, one process per rank under mpiexec): data-parallel
+    training. `batch_size` stays the global batch; every rank draws the same shuffled global batches and
+    computes on its shard (`Communicator.shard`); gradients are averaged over the global batch (one allreduce
+    per bucket) before clipping and the optimizer step, so N ranks follow one process with the same batches
+    (to rounding). Parameters and buffers are broadcast from rank 0 at the start (after a resume every rank has
+    loaded the same checkpoint). Per-step loss and metric sums are allreduced, validation is gathered
+    (`evaluate`), so every rank makes the same stopping decisions. BatchNorm normalizes with per-rank batch
+    statistics; its running statistics are averaged over the ranks after every epoch. Only rank 0 takes the
+    run-directory lock and writes checkpoints, the metrics log and progress.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -407,6 +427,8 @@ def fit(
         if monitor not in known:
             raise ConfigError(f"cannot monitor {monitor!r} for {task}; choose one of {', '.join(known)}")
     mode = "min" if monitor.split("_")[-1] in ("loss", "mse", "mae") else "max"
+    dist = distributed
+    main = dist is None or dist.is_main
     if isinstance(train_data, DataLoader):  # its own batch size, shuffling and generator are used
         loader = train_data
     else:
@@ -424,25 +446,33 @@ def fit(
             rdir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"{rdir}: cannot create the run directory ({e.strerror or e})") from None
-        lock = RunLock(rdir)
+        lock = RunLock(rdir) if dist is None or dist.is_main else contextlib.nullcontext()
     with lock:
+        if dist is not None and rdir is not None and resume:
+            dist.same_everywhere(checkpoint_path(rdir).exists(), "whether a checkpoint exists (shared run dir?)")
         if rdir is not None and resume and checkpoint_path(rdir).exists():
             history, st = _load_checkpoint(checkpoint_path(rdir), model, optimizer, scheduler, loader, history)
-            _write_metrics_log(rdir, history)
+            if dist is not None:
+                dist.same_everywhere(st.epoch, "the checkpoint's epoch (is the run directory shared by all hosts?)")
+            if main:
+                _write_metrics_log(rdir, history)
             if history.stop_reason == "epochs" and st.epoch < epochs:
                 history.stop_reason, history.message = "", ""  # a larger budget continues the run
             if history.stop_reason:
                 if restore_best and st.best_state is not None:
                     model.load_state_dict(st.best_state)
                 return history
-        elif rdir is not None:
+        elif rdir is not None and main:
             _write_metrics_log(rdir, history)
         params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not params:
             raise ConfigError("the model has no trainable parameters")
+        st.dist = dist
+        if dist is not None:
+            dist.broadcast_parameters([*model.parameters(), *(b for b in model.buffers() if b is not None)])
         for c in cbs:
             c.on_train_begin(history)
-        progress = _Progress(epochs, quiet)
+        progress = _Progress(epochs, quiet or not main)
         t_start = time.perf_counter()
         start_epoch = saved_epoch = st.epoch
         try:
@@ -472,8 +502,10 @@ def fit(
                 logs["lr"] = _lr(optimizer)  # the rate this epoch used, before the scheduler moves it
                 if scheduler is not None:
                     _scheduler_step(scheduler, logs)
+                if dist is not None:
+                    dist.average_buffers(model.buffers())
                 if val_data is not None:
-                    v = evaluate(model, loss_fn, val_data)
+                    v = evaluate(model, loss_fn, val_data, distributed=dist)
                     logs.update({f"val_{k}": val for k, val in v.items()})
                 logs["time"] = time.perf_counter() - logs.pop("_t0")
                 reason = _check_stop(
@@ -490,7 +522,7 @@ def fit(
                     history.stop_reason = "epochs"
                     history.message = f"ran the full budget of {epochs} epochs"
                 st.epoch = epoch
-                if rdir is not None:
+                if rdir is not None and main:
                     if epoch % checkpoint_every == 0 or history.stop_reason:
                         _save_checkpoint(rdir, model, optimizer, scheduler, loader, history, st, metadata)
                         saved_epoch = epoch
@@ -550,6 +582,7 @@ def _run_epoch(
     st: _State,
 ) -> str:
     t0 = time.perf_counter()
+    dist = st.dist
     st.last_good = model.state_dict()
     model.train()
     total, n = 0.0, 0
@@ -557,12 +590,25 @@ def _run_epoch(
     progress.start_epoch(epoch, len(loader))
     for b, (xb, yb) in enumerate(loader):
         optimizer.zero_grad()
-        out = model(xb)
-        loss = loss_fn(out, yb)
-        lv = float(loss.item())
+        if dist is not None:  # this rank's shard of the global batch; loss and metric sums are allreduced
+            rows, part = len(xb), dist.shard(len(xb))
+            xb, yb = Tensor(xb.data[part]), Tensor(yb.data[part])
+            dist.exit_hook(st.steps)
+            st.steps += 1
+        local = len(xb)
+        out = model(xb) if local else None
+        loss = loss_fn(out, yb) if local else None
+        lv = float(loss.item()) if local else 0.0
+        step = _step_sums(task, out, yb) if local else np.zeros(3)
+        if dist is not None:
+            g = dist.allreduce_(np.array([lv * local, *step]), "metric allreduce")
+            lv, step = float(g[0]) / rows, g[1:]
         if not math.isfinite(lv):
             return _diverge(history, model, st, epoch, b + 1, f"the loss became {lv}", optimizer)
-        loss.backward()
+        if loss is not None:
+            loss.backward()
+        if dist is not None:
+            dist.sync_gradients([p for _, p in params], local, rows)
         for name, p in params:
             if p.grad is not None and not np.isfinite(p.grad.data).all():
                 return _diverge(
@@ -571,17 +617,10 @@ def _run_epoch(
         if grad_clip is not None:
             clip_grad_norm_([p for _, p in params], grad_clip)
         optimizer.step()
-        m = len(xb)
+        m = local if dist is None else rows
         total += lv * m
         n += m
-        o = out.data
-        if task == "classification":
-            sums[0] += float((o.argmax(axis=1) == yb.data).sum()) if o.ndim == 2 else 0.0
-        else:
-            d = o.astype(np.float64) - yb.data.astype(np.float64).reshape(o.shape)
-            d = d.reshape(len(d), -1)
-            sums[1] += float((d * d).mean(axis=1).sum())
-            sums[2] += float(np.abs(d).mean(axis=1).sum())
+        sums += step
         if progress.bar is not None:
             metric = f" acc={sums[0] / n:.3f}" if task == "classification" else f" mse={sums[1] / n:.4g}"
             progress.batch(lv, _lr(optimizer), metric)
@@ -596,6 +635,20 @@ def _run_epoch(
     logs["_t0"] = t0
     history.epochs.append(logs)
     return ""
+
+
+def _step_sums(task: str, out: Any, yb: Any) -> np.ndarray:
+    """[correct, sum of per-row mean squared error, sum of per-row mean absolute error] of one batch."""
+    s = np.zeros(3)
+    o = out.data
+    if task == "classification":
+        s[0] = float((o.argmax(axis=1) == yb.data).sum()) if o.ndim == 2 else 0.0
+    else:
+        d = o.astype(np.float64) - yb.data.astype(np.float64).reshape(o.shape)
+        d = d.reshape(len(d), -1)
+        s[1] = float((d * d).mean(axis=1).sum())
+        s[2] = float(np.abs(d).mean(axis=1).sum())
+    return s
 
 
 def clip_grad_norm_(parameters: Iterable[Any], max_norm: float) -> float:

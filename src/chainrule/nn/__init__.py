@@ -3,6 +3,7 @@
 from . import init, utils
 from .activation import ELU, GELU, LeakyReLU, LogSigmoid, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .containers import Flatten, Identity, ModuleDict, ModuleList, Sequential, Unflatten
+from .conv import Conv1d, Conv2d
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
@@ -19,8 +20,22 @@ from .loss import (
 )
 from .module import Module, Parameter
 from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+from .rnn import GRU, LSTM, RNN, RNNBase
 
 __all__ = [
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "Conv1d",
+    "Conv2d",
+    "GRU",
+    "LSTM",
+    "MaxPool1d",
+    "MaxPool2d",
+    "RNN",
+    "RNNBase",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
@@ -56,4 +71,5 @@ __all__ = [
     "Tanh",
     "Unflatten",
     "init",
+    "utils",
 ]

@@ -11,8 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from ..tensor import Tensor, record
+from ..tensor import Tensor, _GradMode, record
 from ._util import check_broadcast, const, unbroadcast
+
+
+def _np_unbroadcast(g: Any, shape: tuple[int, ...]) -> Tensor:
+    """Fast path of `unbroadcast` on a NumPy value, for backward passes that record nothing."""
+    g = np.asarray(g)
+    if g.shape != shape:
+        lead = g.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+        g = g.sum(axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
+    return Tensor(g)
+
 
 # ----------------------------------------------------------------------------- binary, broadcasting
 
@@ -40,12 +51,28 @@ def add(a: Any, b: Any) -> Tensor:
 
 def sub(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("sub", np.subtract, a, b)
-    return record("sub", out, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)), saved=())
+
+    def backward(g: Tensor) -> tuple:
+        if not _GradMode.enabled:  # fast path: no neg node when nothing is recorded
+            gb = _np_unbroadcast(np.negative(g.data), b.shape) if b.requires_grad else None
+            return (unbroadcast(g, a.shape) if a.requires_grad else None), gb
+        return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
+
+    return record("sub", out, (a, b), backward, saved=())
 
 
 def mul(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("mul", np.multiply, a, b)
-    return record("mul", out, (a, b), lambda g: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)))
+
+    def backward(g: Tensor) -> tuple:
+        if not _GradMode.enabled:  # fast path: plain NumPy when the backward itself is not recorded
+            return (
+                _np_unbroadcast(g.data * b.data, a.shape) if a.requires_grad else None,
+                _np_unbroadcast(g.data * a.data, b.shape) if b.requires_grad else None,
+            )
+        return unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)
+
+    return record("mul", out, (a, b), backward)
 
 
 def div(a: Any, b: Any) -> Tensor:
@@ -73,7 +100,9 @@ def pow(a: Any, b: Any) -> Tensor:
         if c == 0:
             return record("pow", out, (a,), lambda g: (g * 0.0,), saved=())
         if c == 2:
-            return record("pow", out, (a,), lambda g: (g * 2.0 * a,))
+            return record(
+                "pow", out, (a,), lambda g: (g * 2.0 * a,) if _GradMode.enabled else (Tensor(g.data * 2.0 * a.data),)
+            )
         return record("pow", out, (a,), lambda g: (g * c * a ** (c - 1),))
     a, b, out = _binary("pow", np.power, a, b)
 
@@ -129,6 +158,15 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         out += bias.data
 
     def backward(g: Tensor) -> tuple:
+        if not _GradMode.enabled:  # fast path: the same products on NumPy arrays, nothing recorded
+            gd = g.data
+            g2 = gd.reshape(-1, gd.shape[-1]) if gd.ndim != 2 else gd
+            x2 = x.data.reshape(-1, x.shape[-1]) if x.ndim != 2 else x.data
+            return (
+                Tensor(gd @ weight.data) if x.requires_grad else None,
+                Tensor(g2.T @ x2) if weight.requires_grad else None,
+                Tensor(g2.sum(0)) if bias is not None and bias.requires_grad else None,
+            )
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
         gx = (g @ weight) if x.requires_grad else None
@@ -191,13 +229,20 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def sigmoid(a: Tensor) -> Tensor:
     d = a.data
     val = 1.0 / (1.0 + np.exp(-d)) if d.ndim == 0 and d > -700 else _sigmoid(d)
-    out = record("sigmoid", np.asarray(val, dtype=d.dtype), (a,), lambda g: (g * out * (1.0 - out),))
+    out = record(
+        "sigmoid",
+        np.asarray(val, dtype=d.dtype),
+        (a,),
+        lambda g: (g * out * (1.0 - out),) if _GradMode.enabled else (Tensor(g.data * out.data * (1.0 - out.data)),),
+    )
     return out
 
 
 def relu(a: Tensor) -> Tensor:
     mask = a.data > 0
-    return record("relu", a.data * mask, (a,), lambda g: (g * mask,), saved=())
+    return record(
+        "relu", a.data * mask, (a,), lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),), saved=()
+    )
 
 
 def sign(a: Tensor) -> Tensor:

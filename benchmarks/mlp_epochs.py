@@ -1,0 +1,134 @@
+"""One epoch of mini-batch Adam on an MLP classifier, for W3 and W5, in each implementation.
+
+Every implementation gets the same initial weights (a state dict of NumPy arrays), the same
+per-epoch shuffle (`epoch_permutation`) and the same batches; the data is permuted once per
+epoch and sliced into batches. scikit-learn gets `shuffle=False` and the permuted data, with
+`alpha=0` (no L2) so that it optimizes the same loss.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import epoch_permutation, mlp_init, np_cross_entropy, np_mlp_logits
+
+LR, BATCH, SEED = 1e-3, 100, 3
+
+
+class _Base:
+    def __init__(self, data: dict[str, np.ndarray], sizes: list[int]) -> None:
+        self.data, self.sizes = data, sizes
+        self.state0 = mlp_init(sizes, seed=SEED)
+        self.epoch = 0
+
+    def run(self, n: int) -> None:
+        x, y = self.data["x"], self.data["y"]
+        for _ in range(n):
+            perm = epoch_permutation(len(y), SEED, self.epoch)
+            self.train_epoch(x[perm], y[perm])
+            self.epoch += 1
+
+    def loss(self) -> float:
+        return np_cross_entropy(np_mlp_logits(self.state(), self.data["x"]), self.data["y"])
+
+    def accuracy(self, epochs: int) -> float:
+        if epochs > self.epoch:
+            self.run(epochs - self.epoch)
+        pred = np_mlp_logits(self.state(), self.data["x_test"]).argmax(1)
+        return float((pred == self.data["y_test"]).mean())
+
+
+class Chainrule(_Base):
+    def __init__(self, data, sizes) -> None:
+        super().__init__(data, sizes)
+        import chainrule as cr
+        from chainrule import nn
+
+        layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        self.model = nn.Sequential(*layers[:-1])
+        self.model.load_state_dict(self.state0)
+        self.opt = cr.optim.Adam(self.model.parameters(), lr=LR)
+        self.cr = cr
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray) -> None:
+        model, opt, ce, T = self.model, self.opt, self.cr.functional.cross_entropy, self.cr.from_numpy
+        for i in range(0, len(y), BATCH):
+            opt.zero_grad()
+            loss = ce(model(T(x[i : i + BATCH])), T(y[i : i + BATCH]))
+            loss.backward()
+            opt.step()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.model.state_dict()
+
+
+class Torch(_Base):
+    def __init__(self, data, sizes) -> None:
+        super().__init__(data, sizes)
+        from .common import torch_setup
+
+        torch = torch_setup()
+        nn = torch.nn
+        layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        self.model = nn.Sequential(*layers[:-1])
+        self.model.load_state_dict({k: torch.from_numpy(v) for k, v in self.state0.items()})
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.torch = torch
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray) -> None:
+        model, opt, ce = self.model, self.opt, self.torch.nn.functional.cross_entropy
+        xt, yt = self.torch.from_numpy(x), self.torch.from_numpy(y)
+        for i in range(0, len(y), BATCH):
+            opt.zero_grad()
+            loss = ce(model(xt[i : i + BATCH]), yt[i : i + BATCH])
+            loss.backward()
+            opt.step()
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
+
+
+class Sklearn(_Base):
+    def __init__(self, data, sizes) -> None:
+        super().__init__(data, sizes)
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        self.clf = MLPClassifier(
+            hidden_layer_sizes=tuple(sizes[1:-1]),
+            solver="adam",
+            batch_size=BATCH,
+            learning_rate_init=LR,
+            alpha=0.0,
+            shuffle=False,
+            max_iter=1,
+            tol=0.0,
+            n_iter_no_change=10**9,
+            random_state=0,
+        )
+        # A first partial_fit builds the estimator's attributes; then the shared weights replace
+        # its random ones and a fresh Adam state is made on the next call.
+        self.clf.partial_fit(data["x"][:BATCH], data["y"][:BATCH], classes=np.arange(sizes[-1]))
+        n = len(sizes) - 1
+        self.clf.coefs_ = [self.state0[f"{2 * i}.weight"].T.copy() for i in range(n)]
+        self.clf.intercepts_ = [self.state0[f"{2 * i}.bias"].copy() for i in range(n)]
+        del self.clf._optimizer
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.clf.partial_fit(x, y)
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {}
+        for i, (w, b) in enumerate(zip(self.clf.coefs_, self.clf.intercepts_)):
+            out[f"{2 * i}.weight"], out[f"{2 * i}.bias"] = w.T, b
+        return out
+
+
+IMPLS = {"chainrule": Chainrule, "torch": Torch, "sklearn": Sklearn}
