@@ -56,7 +56,7 @@ def layer_param_count(type_name: str, layer: dict[str, Any]) -> int:
         return g("in_features") * g("out_features") + bias * g("out_features")
     if type_name.startswith("Conv"):
         k = layer.get("kernel_size", 1)
-        k = math.prod(int(v) for v in k) if isinstance(k, list | tuple) else int(k) * (2 if "2d" in type_name else 1)
+        k = math.prod(int(v) for v in k) if isinstance(k, list | tuple) else int(k) ** (2 if "2d" in type_name else 1)
         groups = max(g("groups", 1), 1)
         return g("in_channels") * g("out_channels") * k // groups + bias * g("out_channels")
     if type_name in ("RNN", "LSTM", "GRU"):

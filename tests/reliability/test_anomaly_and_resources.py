@@ -100,6 +100,7 @@ def test_memory_estimate_pieces():
     assert layer_param_count("Linear", {"in_features": 3, "out_features": 4}) == 16
     assert layer_param_count("Linear", {"in_features": 3, "out_features": 4, "bias": False}) == 12
     assert layer_param_count("Conv1d", {"in_channels": 2, "out_channels": 3, "kernel_size": 5}) == 33
+    assert layer_param_count("Conv2d", {"in_channels": 2, "out_channels": 3, "kernel_size": 3}) == 57
     assert layer_param_count("LSTM", {"input_size": 3, "hidden_size": 4}) == 4 * 4 * (3 + 4 + 2)
     check_fits(10, "x", available=100)
     with pytest.raises(OutOfMemoryError, match="would need about 1.0 KiB but only 100 B"):
