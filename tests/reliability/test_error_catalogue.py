@@ -3,6 +3,7 @@
 import errno
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,11 @@ CASES = {
     "another training is using this run directory": (None, 2),  # holds the lock: see the test
     "does not fit the classification data": ([*TX, "--loss", "mse"], 2),
     "No space left on device": (lambda mp: (_full_disk(mp), [*TX, "--out", "full"])[1], 2),
+    "distributed training needs mpi4py": (
+        lambda mp: (mp.setitem(sys.modules, "mpi4py", None), [*TX, "--distributed", "--out", "mpi"])[1],
+        2,
+    ),
+    "--allreduce-timeout must be positive": ([*TX, "--distributed", "--allreduce-timeout", "0"], 2),
     "resume with: chainrule train --resume": (lambda mp: (_interrupt(mp), [*TX, "--out", "intr"])[1], 130),
 }
 
