@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import _memory, functional, nn, ops, optim
+from .anomaly import detect_anomaly, is_anomaly_enabled
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops import (
     abs,
@@ -98,6 +99,8 @@ __version__ = "0.1.0"
 _memory._configure_from_env()  # keep freed array memory for the next training step (see _memory)
 
 __all__ = [
+    "detect_anomaly",
+    "is_anomaly_enabled",
     "Generator",
     "GradcheckError",
     "Tensor",

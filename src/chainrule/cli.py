@@ -123,6 +123,7 @@ _TRAIN_KEYS = (
     "n_samples",
     "out",
     "checkpoint_every",
+    "detect_anomaly",
 )
 
 
@@ -165,6 +166,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-standardize", action="store_true", help="do not standardize the inputs")
     p.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1)")
     p.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
+    p.add_argument(
+        "--detect-anomaly", action="store_true", default=None, help="name the op that makes the first NaN/Inf"
+    )
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/<data>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")

@@ -19,3 +19,7 @@ class ModelFileError(ChainruleError, ValueError):
 
 class TrainingError(ChainruleError, RuntimeError):
     """Training cannot go on (a NaN or infinite loss, a locked run directory)."""
+
+
+class AnomalyError(TrainingError):
+    """detect_anomaly() found an op whose forward result or gradient holds NaN or Inf; names the op and where."""

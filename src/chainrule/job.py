@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "out": None,
     "checkpoint_every": 1,
     "plot": True,
+    "detect_anomaly": False,
 }
 DEFAULT_LR = {"sgd": 0.1}
 
@@ -84,6 +85,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "out": (str,),
     "checkpoint_every": (int,),
     "plot": (bool,),
+    "detect_anomaly": (bool,),
 }
 
 
@@ -199,7 +201,10 @@ def _default_out(cfg: dict[str, Any]) -> Path:
 def build(cfg: dict[str, Any], prep: Prepared):
     manual_seed(cfg["seed"])
     b = prep.bundle
-    model = build_model(cfg["model"], prep.train[0].shape[1:], b.out_features, cfg["activation"], seed=cfg["seed"])
+    bs = cfg["batch_size"] or len(prep.train[0])
+    model = build_model(
+        cfg["model"], prep.train[0].shape[1:], b.out_features, cfg["activation"], seed=cfg["seed"], batch_size=bs
+    )
     loss_fn = make_loss(cfg["loss"], b.task)
     opt_name = cfg["optimizer"]
     lr = cfg["lr"] if cfg["lr"] is not None else DEFAULT_LR.get(str(opt_name).lower(), 1e-3)
@@ -290,6 +295,7 @@ def _train_in(
         target_loss=cfg["target_loss"],
         early_stopping=cfg["early_stopping"],
         grad_clip=cfg["grad_clip"],
+        detect_anomaly=cfg["detect_anomaly"],
         seed=cfg["seed"],
         run_dir=out,
         checkpoint_every=cfg["checkpoint_every"],

@@ -23,6 +23,23 @@ from .errors import ChainruleError, ModelFileError
 
 FORMAT_VERSION = 1
 _NPZ_META = "__chainrule_metadata__"
+# Fault injection for the crash tests only: "write:N" or "rename:N" SIGKILLs this process during the N-th
+# atomic write (half of the temporary file written) or just before its rename.
+_KILL_AT = os.environ.get("CHAINRULE_TEST_KILL_AT", "")
+_writes = [0]
+
+
+def _maybe_die(stage: str, f: IO[bytes] | None = None) -> None:
+    want, _, n = _KILL_AT.partition(":")
+    if want != stage or str(_writes[0]) != n:
+        return
+    if f is not None:
+        f.flush()
+        f.truncate(f.tell() // 2)
+        f.flush()
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
@@ -31,12 +48,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     Either the old file or the complete new one is there, whatever happens (a crash, a full disk).
     """
     path = Path(path)
+    _writes[0] += 1
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            if _KILL_AT:
+                _maybe_die("write", f)
             f.flush()
             os.fsync(f.fileno())
+        if _KILL_AT:
+            _maybe_die("rename")
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from . import nn
 from .errors import ConfigError
+from .memory import ACTIVATION_COPIES, PARAM_COPIES, check_fits, layer_param_count
 from .random import Generator
 from .tensor import Tensor, no_grad
 
@@ -259,8 +261,12 @@ def build_model(
     activation: str = "relu",
     seed: int | None = None,
     dtype: Any = np.float32,
+    batch_size: int | None = None,
 ) -> nn.Sequential:
     """A Sequential built from `spec` for samples of `input_shape` and `out_features` outputs.
+
+    Before each layer is allocated, the memory of the parameters so far (x4: gradients, optimizer state)
+    and, given `batch_size`, of one batch's activations is estimated; OutOfMemoryError if it cannot fit.
 
     The returned model carries its resolved spec in `model._chainrule_spec` (what `save` stores).
     Weights are initialised from `Generator(seed)` for layers that take a generator.
@@ -271,6 +277,7 @@ def build_model(
     gen = Generator(seed) if seed is not None else None
     dt = np.dtype(dtype)
     modules, resolved = [], []
+    n_params, act_elems = 0, 0
     for i, layer in enumerate(layers):
         layer = dict(layer)
         if layer["type"] == "_channels":  # compact cnn forms: (N, L) -> (N, 1, L)
@@ -292,6 +299,13 @@ def build_model(
             if out_features is None:
                 raise ConfigError(f"model spec layer {i} (Linear): out_features is required")
             layer["out_features"] = int(out_features)
+        n_params += layer_param_count(cls.__name__, layer)  # checked before allocating the layer
+        need = n_params * dt.itemsize * PARAM_COPIES
+        what = f"the model's {n_params:,} parameters (up to layer {i})"
+        if batch_size and cls.__name__ == "Linear":  # its output size is known before building it
+            need += (act_elems + layer["out_features"]) * batch_size * dt.itemsize * ACTIVATION_COPIES
+            what += f" and activations for batches of {batch_size}"
+        check_fits(need, what)
         m = _make_layer(i, layer, gen, dt)
         new_shape = _probe(m, shape, dt, i, cls.__name__)
         if new_shape is None:
@@ -299,11 +313,13 @@ def build_model(
             m = Select(m, layer["select"])
             new_shape = _probe(m, shape, dt, i, cls.__name__)
         shape = new_shape
+        act_elems += math.prod(shape)
         modules.append(m)
         resolved.append({k: _jsonable(v) for k, v in layer.items()})
     if out_features is not None and shape != (out_features,):
         raise ConfigError(f"the model's output shape {shape} does not match the {out_features} outputs the data need")
     model = nn.Sequential(*modules)
+    model._chainrule_activations = act_elems  # output elements per sample, for memory estimates
     model._chainrule_spec = {"input_shape": list(_input(input_shape)), "dtype": dt.name, "layers": resolved}
     return model
 

@@ -354,6 +354,9 @@ class Tensor:
         return self.to(int64)
 
 
+_ANOMALY: list[Any] = [None]  # the hook of chainrule.anomaly while detect_anomaly() is active
+
+
 def record(
     op: str, data: np.ndarray, parents: tuple[Tensor, ...], backward: Callable, saved: tuple[Tensor, ...] | None = None
 ) -> Tensor:
@@ -364,6 +367,8 @@ def record(
     `saved` lists the parents whose values `backward` reads (default: all of them); an
     in-place change to one of them before backward is an error.
     """
+    if _ANOMALY[0] is not None:  # chainrule.detect_anomaly() is active
+        backward = _ANOMALY[0](op, data, parents, backward)
     out = Tensor(data)
     if _GradMode.enabled:
         for p in parents:

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from .anomaly import detect_anomaly as _detect_anomaly
 from .data.dataset import DataLoader, _arrays
-from .errors import ConfigError, DataError, ModelFileError, TrainingError
+from .errors import AnomalyError, ConfigError, DataError, ModelFileError, TrainingError
+from .memory import ACTIVATION_COPIES, PARAM_COPIES, check_fits
 from .random import Generator, default_generator
 from .serialize import atomic_write_text, default_extension, load_tensors, save_tensors
 from .spec import loss_task
@@ -377,6 +379,7 @@ def fit(
     checkpoint_every: int = 1,
     resume: bool = False,
     grad_clip: float | None = None,
+    detect_anomaly: bool = False,
     quiet: bool = False,
     metadata: dict[str, Any] | None = None,
     distributed: Any = None,
@@ -390,6 +393,8 @@ def fit(
         N epochs ("early_stopping"); with `restore_best` the best epoch's weights are put back;
       - a callback's on_epoch_end returned True ("callback"); otherwise the budget ran out ("epochs").
     A NaN or infinite loss or gradient stops training ("diverged") with the last good weights kept.
+    `detect_anomaly` runs every epoch under chainrule.detect_anomaly(): AnomalyError names the op that made
+    the first NaN/Inf and where it was created. `grad_clip` scales gradients to at most that global norm.
     `seed` seeds the batch shuffling. `metadata` (JSON-able) is stored in checkpoints.
     Returns the History; `history.message` explains why training stopped.
 
@@ -430,6 +435,7 @@ def fit(
         loader = DataLoader(train_data, batch_size=batch_size, shuffle=shuffle, generator=Generator(seed))
     if len(loader.arrays[0]) == 0:
         raise DataError("the training data has no samples")
+    _check_batch_memory(model, loader)
     cbs = [c if isinstance(c, Callback) else _FnCallback(c) for c in callbacks]
     history = History(task=task)
     st = _State()
@@ -471,10 +477,25 @@ def fit(
         start_epoch = saved_epoch = st.epoch
         try:
             for epoch in range(st.epoch + 1, epochs + 1):
-                with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported below
-                    reason = _run_epoch(
-                        epoch, model, loss_fn, optimizer, loader, params, task, grad_clip, progress, cbs, history, st
-                    )
+                anomaly = _detect_anomaly() if detect_anomaly else contextlib.nullcontext()
+                with np.errstate(over="ignore", invalid="ignore"), anomaly:  # divergence is reported below
+                    try:
+                        reason = _run_epoch(
+                            epoch,
+                            model,
+                            loss_fn,
+                            optimizer,
+                            loader,
+                            params,
+                            task,
+                            grad_clip,
+                            progress,
+                            cbs,
+                            history,
+                            st,
+                        )
+                    except AnomalyError as e:
+                        raise AnomalyError(f"epoch {epoch}: {e}") from None
                 if reason == "diverged":
                     break
                 logs = history.epochs[-1]
@@ -531,6 +552,19 @@ def fit(
         for c in cbs:
             c.on_train_end(history)
     return history
+
+
+def _check_batch_memory(model: Any, loader: DataLoader) -> None:
+    """Fail before training if one batch's activations (plus the model) would not fit in memory."""
+    per_sample = getattr(model, "_chainrule_activations", None)
+    if not per_sample:
+        return
+    n = loader.batch_size or len(loader.arrays[0])
+    n = min(n, len(loader.arrays[0]))
+    params = sum(p.data.nbytes for p in model.parameters()) * PARAM_COPIES
+    itemsize = next((p.data.itemsize for p in model.parameters()), 4)
+    need = params + per_sample * n * itemsize * ACTIVATION_COPIES
+    check_fits(need, f"training with batches of {n} samples ({per_sample:,} activations per sample)")
 
 
 def _run_epoch(

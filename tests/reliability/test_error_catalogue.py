@@ -1,0 +1,200 @@
+"""Every message of docs/errors.md is triggered through the CLI and appears on one stderr line (exit 2)."""
+
+import errno
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chainrule import serialize, train
+from chainrule.cli import main
+from chainrule.errors import ModelFileError
+from chainrule.serialize import FORMAT_VERSION, load, save_tensors
+from chainrule.train import RunLock
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "errors.md"
+T = ["train", "-q", "--no-plot"]
+TX = [*T, "--data", "xor", "--epochs", "1"]
+
+CSV = {
+    "ok.csv": b"a,b,y\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n",
+    "nan.csv": b"a,b,y\n1,nan,0\n3,4,1\n",
+    "inf.csv": b"a,b,y\n1,inf,0\n3,4,1\n",
+    "empty.csv": b"",
+    "ragged.csv": b"a,b,y\n1,2,0\n3,4\n",
+    "text.csv": b"a,b,y\n1,x,0\n3,4,1\n",
+    "single.csv": b"a,b,y\n1,2,0\n3,4,0\n5,6,0\n",
+    "enc.csv": b"a,b,y\n1,2,\xff\n",
+    "newlab.csv": b"a,b,y\n1,2,7\n3,4,9\n",
+    "wide.csv": b"a,b,c,y\n1,2,3,0\n",
+    "narrow.csv": b"a\n1\n",
+    "cfg.json": b'{"lerning_rate": 0.1}',
+    "typ.json": b'{"epochs": "x"}',
+    "broken.toml": b"epochs = = 3",
+}
+
+
+def _model_file(name, tensors=None, **meta):
+    arrays, m = serialize.load_tensors(next(Path("r").glob("model.*")))
+    m = {k: v for k, v in m.items() if k not in ("format", "version", "checksum", "metadata_checksum")}
+    save_tensors(name, arrays if tensors is None else tensors(arrays), {**m, **meta})
+    return name
+
+
+def _damaged(name, how):
+    raw = bytearray(next(Path("r").glob("model.*")).read_bytes())
+    raw = how(raw)
+    Path(name).write_bytes(bytes(raw))
+    return name
+
+
+def _flip(raw):
+    raw[-3] ^= 0x10
+    return raw
+
+
+def _evil():
+    np.savez("evil.npz", w=np.array([{"a": 1}], dtype=object))
+    return "evil.npz"
+
+
+def _wrong_shape(a):
+    k = next(k for k, v in a.items() if v.ndim == 2)
+    return {**a, k: np.zeros((a[k].shape[0] + 1, a[k].shape[1]), a[k].dtype)}
+
+
+def _interrupt(monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "_run_epoch", boom)
+
+
+def _full_disk(monkeypatch):
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(serialize, "atomic_write", full)
+
+
+# fragment -> (argv or a function of monkeypatch returning argv, exit status)
+CASES = {
+    "unrecognized arguments": (["train", "--bogus"], 2),
+    "invalid choice": (["frobnicate"], 2),
+    "invalid float value": (["train", "--lr", "abc"], 2),
+    "must be a positive integer or 'full'": (["train", "--batch-size", "x"], 2),
+    "must be >= 0": ([*T, "--epochs", "-1"], 2),
+    "must be positive": ([*T, "--lr", "-1"], 2),
+    "must be a finite number": ([*T, "--tol", "nan"], 2),
+    "must be a fraction in [0, 1)": ([*T, "--val-split", "1.5"], 2),
+    "early_stopping needs a validation split": ([*TX, "--early-stopping", "2"], 2),
+    "unknown key": ([*T, "cfg.json"], 2),
+    "must be int": ([*T, "typ.json"], 2),
+    "not valid TOML": ([*T, "broken.toml"], 2),
+    "give either a CONFIG file or --resume DIR, not both": ([*T, "cfg.json", "--resume", "r"], 2),
+    "only --epochs may change": ([*T, "--resume", "r", "--lr", "1"], 2),
+    "unknown dataset": ([*T, "--data", "nope"], 2),
+    "sizes must be integers": ([*TX, "--model", "mlp:x"], 2),
+    "model spec must be a non-empty list of layers": ([*TX, "--model", "[]"], 2),
+    "unknown layer type": ([*TX, "--model", '[{"type": "Nope"}]'], 2),
+    "unknown option": ([*TX, "--model", '[{"type": "Linear", "foo": 1}]'], 2),
+    "unknown optimizer": ([*TX, "--optimizer", "nadamx"], 2),
+    "has no option 'momentum'": ([*TX, "--optimizer", "adam", "--momentum", "0.9"], 2),
+    "unknown activation": ([*TX, "--activation", "nope"], 2),
+    "delimiter must be one character": ([*T, "--data", "ok.csv", "--delimiter", "ab"], 2),
+    "already holds a run": ([*TX, "--out", "r"], 2),
+    "cannot create the run directory": ([*TX, "--out", "ok.csv/sub"], 2),
+    "no such file": ([*T, "--data", "missing.csv"], 2),
+    "the file is empty": ([*T, "--data", "empty.csv"], 2),
+    "missing value": ([*T, "--data", "nan.csv"], 2),
+    "is not a finite float32 number": ([*T, "--data", "inf.csv"], 2),
+    "not a number": ([*T, "--data", "text.csv"], 2),
+    "fields, expected": ([*T, "--data", "ragged.csv"], 2),
+    "not UTF-8 text": ([*T, "--data", "enc.csv"], 2),
+    "no target column": ([*T, "--data", "ok.csv", "--target", "zz"], 2),
+    "is out of range for": ([*T, "--data", "ok.csv", "--target", "9"], 2),
+    "needs at least two classes": ([*T, "--data", "single.csv"], 2),
+    "too few for a split": ([*T, "--data", "ok.csv", "--test-split", "0.9"], 2),
+    "was not in the training labels": (["evaluate", "r", "--data", "newlab.csv"], 2),
+    "the model expects 2 input columns": (["predict", "r", "narrow.csv", "-o", "out.csv"], 2),
+    "the model expects inputs of shape": (["evaluate", "r", "--data", "wide.csv"], 2),
+    "cannot write": (["predict", "r", "ok.csv", "-o", "ok.csv/out.csv"], 2),
+    "no such model file or run directory": (["evaluate", "nowhere"], 2),
+    "no such run directory": (["plot", "nowhere"], 2),
+    "not a run directory": ([*T, "--resume", "nowhere"], 2),
+    "truncated": (lambda mp: ["evaluate", _damaged("cut.safetensors", lambda r: r[:5])], 2),
+    "checksum mismatch": (lambda mp: ["evaluate", _damaged("flip.safetensors", _flip)], 2),
+    "newer than this chainrule reads": (lambda mp: ["evaluate", _model_file("new.npz", version=FORMAT_VERSION + 1)], 2),
+    "contains Python objects": (lambda mp: ["evaluate", _evil()], 2),
+    "does not fit the model spec": (
+        lambda mp: ["evaluate", _model_file("miss.npz", lambda a: dict(list(a.items())[1:]))],
+        2,
+    ),
+    "the model spec needs": (lambda mp: ["evaluate", _model_file("shape.npz", _wrong_shape)], 2),
+    "not a chainrule file": (lambda mp: ["evaluate", (np.savez("plain.npz", w=np.zeros(2)), "plain.npz")[1]], 2),
+    "diverged at epoch": (
+        [*T, "--data", "sine", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "5", "--no-standardize"],
+        2,
+    ),
+    "produced": (
+        [*T, "--data", "sine", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "5", "--no-standardize"]
+        + ["--detect-anomaly"],
+        2,
+    ),
+    "would need about": ([*T, "--data", "xor", "--model", "mlp:100000000"], 2),
+    "another training is using this run directory": (None, 2),  # holds the lock: see the test
+    "does not fit the classification data": ([*TX, "--loss", "mse"], 2),
+    "No space left on device": (lambda mp: (_full_disk(mp), [*TX, "--out", "full"])[1], 2),
+    "distributed training needs mpi4py": (
+        lambda mp: (mp.setitem(sys.modules, "mpi4py", None), [*TX, "--distributed", "--out", "mpi"])[1],
+        2,
+    ),
+    "--allreduce-timeout must be positive": ([*TX, "--distributed", "--allreduce-timeout", "0"], 2),
+    "resume with: chainrule train --resume": (lambda mp: (_interrupt(mp), [*TX, "--out", "intr"])[1], 130),
+}
+
+
+def _doc_fragments():
+    return [m.group(1) for m in re.finditer(r"^\| `([^`]+)` \|", DOC.read_text(encoding="utf-8"), re.M)]
+
+
+def test_catalogue_and_tests_list_the_same_messages():
+    frags = _doc_fragments()
+    assert len(frags) == len(set(frags))
+    assert set(frags) == set(CASES)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cat")
+    for name, data in CSV.items():
+        (d / name).write_bytes(data)
+    argv = ["train", "--data", str(d / "ok.csv"), "--epochs", "2", "-q", "--no-plot", "--out", str(d / "r")]
+    assert main(argv) == 0
+    return d
+
+
+@pytest.mark.parametrize("fragment", list(CASES))
+def test_catalogued_error(workdir, tmp_path, monkeypatch, capsys, fragment):
+    shutil.copytree(workdir, tmp_path / "w")
+    monkeypatch.chdir(tmp_path / "w")
+    capsys.readouterr()
+    argv, status = CASES[fragment]
+    if argv is None:
+        with RunLock("r"):
+            code = main([*T, "--resume", "r", "--epochs", "3"])
+    else:
+        code = main(argv(monkeypatch) if callable(argv) else argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == status and len(lines) == 1 and "Traceback" not in err, (code, err)
+    assert fragment in lines[0], lines[0]
+    assert not Path("out.csv").exists()
+    leftovers = [p for p in Path(".").rglob("*.tmp")]
+    assert not leftovers
+    if "model spec" in fragment and callable(argv):  # the same refusal through the Python API
+        with pytest.raises(ModelFileError, match=re.escape(fragment)):
+            load(argv(monkeypatch)[1])
