@@ -348,8 +348,8 @@ def example_text(r: ExampleResult) -> str:
         f" = {fmt(s.dL_dw1)}",
         "",
         f"Step 4 · update (w_new = w_old − η·∂L/∂w, η = {fmt(c.lr)})",
-        f"  w1 = {fmt(s.w1)} − {fmt(c.lr)} · {_paren(s.dL_dw1)} = {fmt(s.w1_new)}",
-        f"  w2 = {fmt(s.w2)} − {fmt(c.lr)} · {_paren(s.dL_dw2)} = {fmt(s.w2_new)}",
+        f"  w1_new = w1 − η·∂L/∂w1 = {fmt(s.w1)} − {fmt(c.lr)} · {_paren(s.dL_dw1)} = {fmt(s.w1_new)}",
+        f"  w2_new = w2 − η·∂L/∂w2 = {fmt(s.w2)} − {fmt(c.lr)} · {_paren(s.dL_dw2)} = {fmt(s.w2_new)}",
         "",
         f"Gradient descent (at most {c.epochs} epochs; stop when the loss improves by less than tol = {fmt(c.tol)})",
     ]
