@@ -133,8 +133,8 @@ def test_example_text_every_figure_matches_torch(argv, capsys) -> None:
         ("∂z/∂w1 =", "dz_dw1"),
         ("∂L/∂w2 =", "dL_dw2"),
         ("∂L/∂w1 =", "dL_dw1"),
-        ("w1 = ", "w1_new"),
-        ("w2 = ", "w2_new"),
+        ("w1_new = ", "w1_new"),
+        ("w2_new = ", "w2_new"),
     ]:
         assert agrees(last_number(prefix), ref[key]), (prefix, last_number(prefix), ref[key])
         checked += 1
@@ -145,8 +145,8 @@ def test_example_text_every_figure_matches_torch(argv, capsys) -> None:
         assert agrees(p, ref[key]), (key, p, ref[key])
     # the update lines: old weight, lr, gradient, new weight
     for w, old in (("1", cfg.w1), ("2", cfg.w2)):
-        (line,) = [ln for ln in out.splitlines() if ln.strip().startswith(f"w{w} = ")]
-        o, lr, g, new = re.findall(NUM, line.split("=", 1)[1])
+        (line,) = [ln for ln in out.splitlines() if ln.strip().startswith(f"w{w}_new = ")]
+        o, lr, g, new = re.findall(NUM, line.split("=", 2)[2])
         assert agrees(o, old) and agrees(lr, cfg.lr) and agrees(g, ref[f"dL_dw{w}"]) and agrees(new, ref[f"w{w}_new"])
     # the trajectory table
     traj = {e: (w1, w2, lo) for e, w1, w2, lo in ref["trajectory"]}

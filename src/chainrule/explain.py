@@ -348,8 +348,8 @@ def example_text(r: ExampleResult) -> str:
         f" = {fmt(s.dL_dw1)}",
         "",
         f"Step 4 · update (w_new = w_old − η·∂L/∂w, η = {fmt(c.lr)})",
-        f"  w1 = {fmt(s.w1)} − {fmt(c.lr)} · {_paren(s.dL_dw1)} = {fmt(s.w1_new)}",
-        f"  w2 = {fmt(s.w2)} − {fmt(c.lr)} · {_paren(s.dL_dw2)} = {fmt(s.w2_new)}",
+        f"  w1_new = w1 − η·∂L/∂w1 = {fmt(s.w1)} − {fmt(c.lr)} · {_paren(s.dL_dw1)} = {fmt(s.w1_new)}",
+        f"  w2_new = w2 − η·∂L/∂w2 = {fmt(s.w2)} − {fmt(c.lr)} · {_paren(s.dL_dw2)} = {fmt(s.w2_new)}",
         "",
         f"Gradient descent (at most {c.epochs} epochs; stop when the loss improves by less than tol = {fmt(c.tol)})",
     ]
@@ -632,34 +632,41 @@ def _is_number(s: str) -> bool:
 
 
 def build_mlp(spec: str, n_in: int, n_out: int, activation: str = "tanh", seed: int = 0, init: str = "default") -> Any:
-    """`mlp:H1,H2,...` (or `mlp:` / `linear` for no hidden layer) as a float64 Sequential of Linear + activation."""
+    """`mlp:H1,H2,...` (or `linear`) or any chainrule.spec model spec, as a float64 model for `n_in` inputs.
+
+    `n_in` is the input width (int) or a sample shape (tuple, e.g. (1, 4, 4) for a CNN).
+    """
     from . import nn
     from .random import Generator
 
     spec = spec.strip()
-    if spec == "linear":
-        hidden: list[int] = []
-    elif spec.startswith("mlp:") or spec == "mlp":
-        body = spec[4:]
+    shape = (n_in,) if isinstance(n_in, int | np.integer) else tuple(n_in)
+    acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+    if activation not in acts:
+        raise ConfigError(f"--activation must be one of {', '.join(acts)}, got {activation!r}")
+    if spec == "linear" or spec == "mlp" or (spec.startswith("mlp:") and len(shape) == 1):
+        body = spec[4:] if spec.startswith("mlp:") else ""
         try:
             hidden = [int(v) for v in body.split(",") if v.strip()]
         except ValueError:
             raise ConfigError(f"--model: expected mlp:H1,H2,... with integer widths, got {spec!r}") from None
         if any(h < 1 for h in hidden):
             raise ConfigError(f"--model: layer widths must be >= 1, got {spec!r}")
+        gen = Generator(seed)
+        sizes = [shape[0], *hidden, n_out]
+        layers: list[Any] = []
+        for i in range(len(sizes) - 1):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1], dtype=float64, generator=gen))
+            if i < len(sizes) - 2:
+                layers.append(acts[activation]())
+        model = nn.Sequential(*layers)
     else:
-        raise ConfigError(f"--model: expected 'mlp:H1,H2,...' or 'linear', got {spec!r}")
-    acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
-    if activation not in acts:
-        raise ConfigError(f"--activation must be one of {', '.join(acts)}, got {activation!r}")
-    gen = Generator(seed)
-    sizes = [n_in, *hidden, n_out]
-    layers: list[Any] = []
-    for i in range(len(sizes) - 1):
-        layers.append(nn.Linear(sizes[i], sizes[i + 1], dtype=float64, generator=gen))
-        if i < len(sizes) - 2:
-            layers.append(acts[activation]())
-    model = nn.Sequential(*layers)
+        from .spec import build_model
+
+        try:
+            model = build_model(spec, shape, n_out, activation=activation, seed=seed, dtype=float64)
+        except ConfigError as e:
+            raise type(e)(f"--model: {e}") from None
     if init == "zeros":
         with no_grad():
             for p in model.parameters():
@@ -670,6 +677,8 @@ def build_mlp(spec: str, n_in: int, n_out: int, activation: str = "tanh", seed: 
 
 
 def make_loss(name: str) -> Any:
+    """A loss by name: 'mse', 'sse' (½·Σ, the reference example's), 'cross_entropy', or any name
+    chainrule.spec.make_loss knows (e.g. 'bce', 'l1', 'huber', 'nll')."""
     from . import functional as F
 
     if name == "mse":
@@ -678,21 +687,20 @@ def make_loss(name: str) -> Any:
         return lambda out, t: 0.5 * F.mse_loss(out, t, reduction="sum")
     if name == "cross_entropy":
         return lambda out, t: F.cross_entropy(out, t)
-    raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, got {name!r}")
+    from .spec import make_loss as spec_loss
+
+    return spec_loss(name, "regression")
 
 
 def make_optimizer(name: str, params: Any, lr: float, momentum: float = 0.9) -> Any:
-    from .optim import SGD, Adam
+    """'sgd', 'momentum' (SGD with `momentum`), or any chainrule.optim optimizer by name (adam, adamw, rmsprop...)."""
+    from .spec import make_optimizer as spec_optimizer
 
-    if lr <= 0:
+    if not np.isfinite(lr) or lr <= 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
-    if name == "sgd":
-        return SGD(params, lr=lr)
     if name == "momentum":
-        return SGD(params, lr=lr, momentum=momentum)
-    if name == "adam":
-        return Adam(params, lr=lr)
-    raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+        return spec_optimizer("sgd", params, lr, momentum=momentum)
+    return spec_optimizer(name, params, lr)
 
 
 def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
@@ -701,16 +709,30 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
         "every parameter's gradient and update, a finite-difference gradient check, and a warning when hidden "
         "units start identical."
     )
-    parser.add_argument("--model", default="mlp:3", help="mlp:H1,H2,... (hidden widths) or linear (default mlp:3)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="SPEC",
+        help="mlp:H1,H2,... | linear | cnn1d:... | JSON/TOML layer list | spec file (default mlp:3)",
+    )
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--run", metavar="DIR", help="explain one step of a saved run (its model, loss and data)")
+    src.add_argument("--model-file", metavar="PATH", help="explain one step of a saved model file")
+    parser.add_argument(
+        "--input-shape", metavar="C,H,W", help="reshape each input row to this sample shape (e.g. 1,4,4 for a CNN)"
+    )
+    parser.add_argument("--rows", type=int, default=4, help="rows of a run's training data used (default 4)")
     parser.add_argument("--activation", choices=("tanh", "relu", "sigmoid"), default="tanh")
     parser.add_argument("--init", choices=("default", "zeros"), default="default", help="zeros shows the symmetry")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weight initialization")
     parser.add_argument(
-        "--inputs", default="2", help="rows ';', columns ',' (e.g. '2;0.5' or '1,2;3,4') or a CSV file (default 2)"
+        "--inputs", default=None, help="rows ';', columns ',' (e.g. '2;0.5' or '1,2;3,4') or a CSV file (default 2)"
     )
-    parser.add_argument("--targets", default="0.5", help="same form as --inputs; class indices for cross_entropy")
-    parser.add_argument("--loss", choices=LOSSES, default="mse", help="mse (mean), sse (½·sum) or cross_entropy")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    parser.add_argument("--targets", default=None, help="same form as --inputs; class indices for cross_entropy")
+    parser.add_argument(
+        "--loss", default=None, help="mse (mean, default), sse (½·sum), cross_entropy, bce, l1, ... (a run: its loss)"
+    )
+    parser.add_argument("--optimizer", default="sgd", help="sgd, momentum, adam, adamw, rmsprop, ... (default sgd)")
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
     parser.add_argument("--format", choices=("text", "json", "markdown", "dot"), default="text")
@@ -794,16 +816,73 @@ def explain_surface(model: Any, loss_fn: Any, x: Tensor, t: Tensor, args: argpar
     )
 
 
-def run_explain_cli(args: argparse.Namespace) -> int:
-    x = parse_matrix(args.inputs, "inputs")
-    t = parse_matrix(args.targets, "targets", integer=args.loss == "cross_entropy")
+def _load_saved(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """(float64 model, loss, inputs, targets) of --run / --model-file; data from the run unless given."""
+    import json
+    from pathlib import Path
+
+    from .job import load_trained, prepare, prepare_inputs, validate_config
+
+    path = args.run or args.model_file
+    model, meta, loss_fn = load_trained(path)
+    model = model.double()
+    classification = meta.get("task") == "classification"
+    if args.loss is not None:
+        loss_fn = make_loss(args.loss)
+    if args.inputs is not None:
+        x = parse_matrix(args.inputs, "inputs")
+        shape = tuple(meta["spec"]["input_shape"])
+        if x.shape[1] != int(np.prod(shape)):
+            raise DataError(f"--inputs has {x.shape[1]} values per row; the model takes samples of shape {shape}")
+        x = prepare_inputs(x.reshape(len(x), *shape), meta, "--inputs")
+        if args.targets is None:
+            raise ConfigError("--targets is required with --inputs")
+        t = parse_matrix(args.targets, "targets", integer=classification)
+    else:
+        run = Path(path)
+        if not (run.is_dir() and (run / "config.json").exists()):
+            raise ConfigError(f"{path}: not a run directory with config.json, so --inputs and --targets are required")
+        cfg = validate_config(json.loads((run / "config.json").read_text()), f"{run}/config.json")
+        x, t = prepare(cfg).train
+        x, t = x[: max(1, args.rows)], t[: max(1, args.rows)]
+        if args.targets is not None:
+            t = parse_matrix(args.targets, "targets", integer=classification)
+    x = np.asarray(x, dtype=float64)
+    t = np.asarray(t) if classification else np.asarray(t, dtype=float64)
+    if not classification and t.ndim == 1:
+        t = t.reshape(len(t), -1)
     if len(t) != len(x):
-        raise DataError(f"--inputs has {len(x)} rows but --targets has {len(t)}")
-    n_out = int(t.max()) + 1 if args.loss == "cross_entropy" else t.shape[1]
-    if args.loss == "cross_entropy":
-        n_out = max(n_out, 2)
-    model = build_mlp(args.model, x.shape[1], n_out, args.activation, args.seed, args.init)
-    loss_fn = make_loss(args.loss)
+        raise DataError(f"the inputs have {len(x)} rows but the targets have {len(t)}")
+    return model, loss_fn, x, t
+
+
+def run_explain_cli(args: argparse.Namespace) -> int:
+    if (args.run or args.model_file) and args.model:
+        raise ConfigError("give either --model or --run/--model-file, not both")
+    if args.run or args.model_file:
+        model, loss_fn, x, t = _load_saved(args)
+    else:
+        loss_name = args.loss or "mse"
+        x = parse_matrix("2" if args.inputs is None else args.inputs, "inputs")
+        classes = loss_name in ("cross_entropy", "crossentropy", "ce", "nll")
+        t = parse_matrix("0.5" if args.targets is None else args.targets, "targets", integer=classes)
+        if len(t) != len(x):
+            raise DataError(f"--inputs has {len(x)} rows but --targets has {len(t)}")
+        n_out = max(int(t.max()) + 1, 2) if classes else t.shape[1]
+        shape: Any = x.shape[1]
+        if args.input_shape:
+            try:
+                shape = tuple(int(v) for v in args.input_shape.split(","))
+            except ValueError:
+                raise ConfigError(f"--input-shape: expected integers like 1,4,4, got {args.input_shape!r}") from None
+            if int(np.prod(shape)) != x.shape[1]:
+                raise DataError(
+                    f"--input-shape {args.input_shape} needs {int(np.prod(shape))} values per row, "
+                    f"--inputs has {x.shape[1]}"
+                )
+            x = x.reshape(len(x), *shape)
+        model = build_mlp(args.model or "mlp:3", shape, n_out, args.activation, args.seed, args.init)
+        loss_fn = make_loss(loss_name)
     xt, tt = Tensor(x), Tensor(t)
     start = copy.deepcopy(model) if args.surface else None
     opt = make_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
