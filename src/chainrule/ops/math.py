@@ -241,7 +241,11 @@ def sigmoid(a: Tensor) -> Tensor:
 def relu(a: Tensor) -> Tensor:
     mask = a.data > 0
     return record(
-        "relu", a.data * mask, (a,), lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),), saved=()
+        "relu",
+        np.maximum(a.data, 0),  # one pass, no float copy of the mask
+        (a,),
+        lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),),
+        saved=(),
     )
 
 

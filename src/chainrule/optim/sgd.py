@@ -59,6 +59,11 @@ class SGD(Optimizer):
                     state["momentum_buffer"] = np.empty_like(p.data)
                 arrays = [p.data, p.grad.data, state["momentum_buffer"]]
                 self._run(_sgd_momentum, arrays, 2, lr, mom, damp, wd, nesterov, maximize, first)
+            elif not wd and not maximize and p.data.size <= 64 and p.grad.data.dtype == p.data.dtype:
+                if p.grad.data.shape != p.data.shape:  # the shape check that _run does
+                    self._run(_sgd, [p.data, p.grad.data], 2, lr, wd, maximize)
+                # small parameters (scalars): one update without the chunking machinery, same arithmetic as _sgd
+                np.subtract(p.data, np.multiply(p.grad.data, lr), out=p.data)
             else:
                 self._run(_sgd, [p.data, p.grad.data], 2, lr, wd, maximize)
             p._version += 1
