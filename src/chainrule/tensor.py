@@ -405,22 +405,25 @@ def _with_bases(saved: Iterable[Tensor]) -> list[tuple[Tensor, int]]:
 def _topological_order(roots: Iterable[Tensor]) -> list[Tensor]:
     """Tensors that need gradients, each after all of its parents (iterative DFS)."""
     order: list[Tensor] = []
+    append = order.append
     visited: set[int] = set()
+    add = visited.add
     for root in roots:
         if id(root) in visited or not root.requires_grad:
             continue
-        visited.add(id(root))
+        add(id(root))
         stack = [(root, iter(root._prev))]
+        push, pop = stack.append, stack.pop
         while stack:
             node, parents = stack[-1]
             for p in parents:
                 if p.requires_grad and id(p) not in visited:
-                    visited.add(id(p))
-                    stack.append((p, iter(p._prev)))
+                    add(id(p))
+                    push((p, iter(p._prev)))
                     break
             else:
-                stack.pop()
-                order.append(node)
+                pop()
+                append(node)
     return order
 
 
@@ -461,11 +464,12 @@ def run_backward(
     prev_mode = _GradMode.enabled
     _GradMode.enabled = create_graph
     try:
+        pop = grads.pop
         for t in reversed(_topological_order(roots)):
-            g = grads.pop(id(t), None)
+            tid = id(t)
+            g = pop(tid, None)
             if g is None:
                 continue
-            tid = id(t)
             if wanted is not None and tid in wanted:
                 result[tid] = g
             if t._op is None:  # leaf
@@ -474,7 +478,8 @@ def run_backward(
                 continue
             if accumulate and (t._retains_grad or (wanted is not None and tid in wanted)):
                 _accumulate(t, g, create_graph, stolen, user_given | {id(g.data)})
-            if t._backward is None:
+            backward = t._backward
+            if backward is None:
                 raise RuntimeError(
                     "Trying to backward through the graph a second time (or directly access saved tensors "
                     "after they have already been freed). Specify retain_graph=True on the first backward() call "
@@ -486,17 +491,18 @@ def run_backward(
                         f"one of the tensors needed for the gradient of {t._op} was modified by an in-place "
                         f"operation (shape {s.shape}, version {s._version}, expected {version})"
                     )
-            parent_grads = t._backward(g)
+            parent_grads = backward(g)
             if not retain_graph:
                 t._backward = None
                 t._saved = ()
             for p, pg in zip(t._prev, parent_grads):
                 if pg is None or not p.requires_grad:
                     continue
-                pid = id(p)
-                if pg.shape != p.shape:
+                if pg.data.shape != p.data.shape:
                     raise AssertionError(f"internal: {t._op} gave a gradient of shape {pg.shape} for {p.shape}")
-                grads[pid] = grads[pid] + pg if pid in grads else pg
+                pid = id(p)
+                old = grads.get(pid)
+                grads[pid] = pg if old is None else old + pg
     finally:
         _GradMode.enabled = prev_mode
     return result

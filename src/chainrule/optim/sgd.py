@@ -50,7 +50,13 @@ class SGD(Optimizer):
         nesterov, maximize = group["nesterov"], group["maximize"]
         for p in self._with_grad(group):
             if not mom:
-                self._apply(_sgd, p, [], 2, lr, wd, maximize)
+                g = p.grad.data
+                if not wd and not maximize and p.data.size <= 64 and g.dtype == p.data.dtype and g.shape == p.shape:
+                    # small parameters (scalars): one update without the chunking machinery, same arithmetic as _sgd
+                    np.subtract(p.data, np.multiply(g, lr), out=p.data)
+                    p._version += 1
+                else:
+                    self._apply(_sgd, p, [], 2, lr, wd, maximize)
                 continue
             state = self.state.setdefault(p, {})
             first = state.get("momentum_buffer") is None
