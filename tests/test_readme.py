@@ -22,3 +22,12 @@ def test_readme_quick_start_has_two_commands() -> None:
     quick = text.split("## Quick start", 1)[1].split("##", 1)[0]
     commands = re.findall(r"```bash\n(.*?)```", quick, re.S)[0].strip().splitlines()
     assert commands == ["pip install -e . && chainrule train", 'pip install -e ".[test]" && pytest']
+
+
+def test_readme_example_output_is_what_chainrule_example_prints(capsys) -> None:
+    from chainrule.cli import main
+
+    assert main(["example"]) == 0
+    printed = capsys.readouterr().out
+    shown = re.search(r"```\n(Step 1 · forward pass.*?)```", README.read_text(encoding="utf-8"), re.S).group(1)
+    assert shown.strip() in printed
