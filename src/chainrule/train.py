@@ -26,6 +26,7 @@ from .anomaly import detect_anomaly as _detect_anomaly
 from .data.dataset import DataLoader, _arrays
 from .errors import AnomalyError, ConfigError, DataError, ModelFileError, TrainingError
 from .memory import ACTIVATION_COPIES, PARAM_COPIES, check_fits
+from .nn.utils import clip_grad_norm_
 from .random import Generator, default_generator
 from .serialize import atomic_write_text, default_extension, load_tensors, save_tensors
 from .spec import loss_task
@@ -649,17 +650,6 @@ def _step_sums(task: str, out: Any, yb: Any) -> np.ndarray:
         s[1] = float((d * d).mean(axis=1).sum())
         s[2] = float(np.abs(d).mean(axis=1).sum())
     return s
-
-
-def clip_grad_norm_(parameters: Iterable[Any], max_norm: float) -> float:
-    """Scale gradients so their global L2 norm is at most max_norm; returns the norm before clipping."""
-    ps = [p for p in parameters if p.grad is not None]
-    norm = math.sqrt(sum(float((p.grad.data.astype(np.float64) ** 2).sum()) for p in ps))
-    if norm > max_norm > 0:
-        scale = max_norm / (norm + 1e-6)
-        for p in ps:
-            p.grad.data = p.grad.data * np.asarray(scale, dtype=p.grad.dtype)
-    return norm
 
 
 def _diverge(history: History, model: Any, st: _State, epoch: int, batch: int, what: str, optimizer: Any) -> str:
