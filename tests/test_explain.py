@@ -342,6 +342,56 @@ def test_trace_mlp_matches_backward_and_torch(act, opt_name) -> None:
     assert tr.optimizer["verified"] and not tr.warnings
 
 
+def test_trace_local_derivatives_are_the_chain_rule_factors() -> None:
+    # elementwise nodes: what backward sends to an input is the upstream gradient times the local derivative
+    m, _ = mlp_pair("tanh", (2, 3, 1))
+    x, y = _data(4, 2, 1)
+    tr = trace(m, x, y, nn.MSELoss())
+    tanh = next(n for n in tr.nodes if n.op == "tanh")
+    np.testing.assert_allclose(tanh.local_grads[0], 1 - tanh.value**2, rtol=1e-12)
+    checked = 0
+    for n in tr.nodes:
+        assert len(n.local_grads) == (0 if n.op in ("parameter", "input", "target", "constant") else len(n.inputs))
+        for local, sent in zip(n.local_grads, n.input_grads):
+            if local is not None and n.grad is not None and n.value.size > 1:
+                np.testing.assert_allclose(sent, n.grad * local, rtol=1e-12, atol=1e-15)
+                checked += 1
+        if n.op in ("linear", "mean"):  # full Jacobians for tensors: no elementwise local derivative
+            assert n.local_grads == [None] * len(n.inputs)
+    assert checked >= 3
+    assert "local ∂node/∂input" in tr.to_text() and "local_grads" in tr.to_json()
+
+
+def test_trace_local_derivatives_of_a_scalar_network() -> None:
+    # one neuron per layer: every node is one number, so every op has a local derivative, and the product of the
+    # factors along the path equals the gradient of the first weight (checked against torch)
+    def num(a: np.ndarray) -> float:
+        return np.asarray(a).item()
+
+    cr.manual_seed(3)
+    m = nn.Sequential(nn.Linear(1, 1), nn.Sigmoid(), nn.Linear(1, 1, bias=False)).double()
+    tr = trace(m, [[2.0]], [[0.5]], nn.MSELoss())
+    by_op = {n.op: n for n in tr.nodes}
+    lin1, sig = tr.nodes[by_op["sigmoid"].inputs[0]], by_op["sigmoid"]
+    lin2 = next(n for n in tr.nodes if n.op == "linear" and n.inputs[0] == sig.id)
+    w1, w2 = tr.node("0.weight"), tr.node("2.weight")
+    assert num(lin1.local_grads[1]) == pytest.approx(2.0)  # ∂(w1·x + b)/∂w1 = x
+    assert num(sig.local_grads[0]) == pytest.approx(num(sig.value * (1 - sig.value)), rel=1e-12)
+    assert num(lin2.local_grads[0]) == pytest.approx(num(w2.value), rel=1e-12)
+    factors = num(lin2.grad) * num(lin2.local_grads[0]) * num(sig.local_grads[0]) * num(lin1.local_grads[1])
+    tm = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Sigmoid(), torch.nn.Linear(1, 1, bias=False)).double()
+    tm.load_state_dict({k: torch.from_numpy(v) for k, v in tr_state(tr).items()})
+    torch.nn.functional.mse_loss(
+        tm(torch.tensor([[2.0]], dtype=torch.float64)), torch.tensor([[0.5]]).double()
+    ).backward()
+    assert factors == pytest.approx(tm[0].weight.grad.item(), rel=1e-12)
+    assert num(w1.grad) == pytest.approx(factors, rel=1e-12)
+
+
+def tr_state(tr: tracing.Trace) -> dict[str, np.ndarray]:
+    return {p.name: p.value for p in tr.params}
+
+
 def test_trace_node_input_grads_sum_to_parent_grads() -> None:
     m, _ = mlp_pair("tanh", (2, 3, 1))
     x, y = _data(4, 2, 1)

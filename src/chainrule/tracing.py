@@ -89,6 +89,8 @@ class TraceNode:
     value: np.ndarray
     grad: np.ndarray | None = None  # dL/d(this tensor): the upstream gradient arriving here
     input_grads: list[np.ndarray | None] = field(default_factory=list)  # what backward sends to each input
+    # ∂(this node)/∂(each input), elementwise, where it is one number per element (see _local_derivatives)
+    local_grads: list[np.ndarray | None] = field(default_factory=list)
 
 
 @dataclass
@@ -136,6 +138,7 @@ class Trace:
                     "value": _tv(n.value),
                     "grad": _tv(n.grad),
                     "input_grads": [_tv(g) for g in n.input_grads],
+                    "local_grads": [_tv(g) for g in n.local_grads],
                 }
                 for n in self.nodes
             ],
@@ -186,6 +189,27 @@ def _graph_nodes(root: Tensor) -> list[Tensor]:
             stack.pop()
             order.append(node)
     return order
+
+
+# ops whose output element i depends only on element i of each input
+ELEMENTWISE_OPS = frozenset(
+    "add sub mul div pow neg exp log log1p sqrt abs sin cos tanh sigmoid relu leaky_relu elu gelu silu softplus "
+    "log_sigmoid clamp sign where maximum minimum to clone dropout".split()
+)
+
+
+def _local_derivatives(n: Tensor) -> list[np.ndarray | None]:
+    """∂n/∂(each input) as an array of the input's shape, where that is one number per element: for an elementwise
+    op and an input of n's own shape (backward of a gradient of ones then gives exactly the diagonal of the
+    Jacobian), and for any op between one-element tensors. None where the local derivative is a full Jacobian
+    (matrix products, reductions, softmax, broadcast inputs)."""
+    ones = Tensor(np.ones_like(n.data))
+    sent = n._backward(ones)
+    out = []
+    for p, g in zip(n._prev, sent):
+        exact = (n._op in ELEMENTWISE_OPS and p.shape == n.shape) or (p.data.size == 1 and n.data.size == 1)
+        out.append(np.asarray(g.data).reshape(p.shape).copy() if exact and g is not None and p.requires_grad else None)
+    return out
 
 
 def _as_input(v: Any, dtype: np.dtype | None) -> Tensor:
@@ -414,8 +438,9 @@ def trace(
                     None if (g is None or not p.requires_grad) else np.asarray(g.data).copy()
                     for p, g in zip(n._prev, sent)
                 ]
+                node.local_grads = _local_derivatives(n)
             elif not n.is_leaf:
-                node.input_grads = [None] * len(n._prev)
+                node.input_grads = node.local_grads = [None] * len(n._prev)
             nodes.append(node)
     for n in graph:  # free the graph now that every number is recorded
         n._backward, n._saved = None, ()
@@ -501,13 +526,20 @@ def _node_rows(tr: Trace) -> list[list[str]]:
             ",".join(map(str, n.inputs)) or "—",
             "×".join(map(str, n.shape)) or "scalar",
             _tv_str(n.value),
+            _local_str(n),
             _tv_str(n.grad),
         ]
         for n in tr.nodes
     ]
 
 
-_NODE_HEADER = ["id", "name", "op", "inputs", "shape", "value", "grad dL/d(node)"]
+def _local_str(n: TraceNode) -> str:
+    """'input id: ∂node/∂input' for each input whose local derivative is elementwise, e.g. '3: 0.196612'."""
+    parts = [f"{i}: {_tv_str(g)}" for i, g in zip(n.inputs, n.local_grads) if g is not None]
+    return "; ".join(parts) or "—"
+
+
+_NODE_HEADER = ["id", "name", "op", "inputs", "shape", "value", "local ∂node/∂input", "grad dL/d(node)"]
 
 
 def trace_text(tr: Trace) -> str:
@@ -516,7 +548,8 @@ def trace_text(tr: Trace) -> str:
         f"  computed in {tr.dtype}; printed to {TRACE_DIGITS} significant digits; tensors of more than {SMALL} "
         "elements shown as mean/std/min/max",
         "",
-        "Graph, forward order (grad = the upstream gradient dL/d(node) arriving after backward)",
+        "Graph, forward order (local = ∂node/∂input per input id, elementwise where that is one number per "
+        "element; grad = the upstream gradient dL/d(node) arriving after backward)",
     ]
     L += ["  " + ln for ln in _table(_node_rows(tr), _NODE_HEADER)]
     L += ["", "Parameters"]
