@@ -39,7 +39,8 @@ from .tensor import Tensor, no_grad
 CHECKPOINT = "checkpoint"
 METRICS_LOG = "metrics.jsonl"
 LOCK = ".lock"
-# Test hook only: "E:B" makes the training send SIGINT to itself after batch B (1-based) of epoch E.
+# Test hook only: "E:B" makes the training send SIGINT to itself after batch B (1-based) of epoch E; "E:B:R" only
+# on rank R of a distributed training.
 _SIGINT_AT = os.environ.get("CHAINRULE_TEST_SIGINT_AT", "")
 
 # ----------------------------------------------------------------------------- metrics
@@ -344,8 +345,8 @@ class _StopOnInterrupt:
             self._prev = None
 
 
-def _test_sigint_hook(epoch: int, batch: int) -> None:
-    if _SIGINT_AT and _SIGINT_AT == f"{epoch}:{batch}":
+def _test_sigint_hook(epoch: int, batch: int, rank: int) -> None:
+    if _SIGINT_AT in (f"{epoch}:{batch}", f"{epoch}:{batch}:{rank}"):
         os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -717,7 +718,7 @@ def _run_epoch(
         for c in cbs:
             c.on_batch_end(epoch, b + 1, lv)
         if _SIGINT_AT:
-            _test_sigint_hook(epoch, b + 1)
+            _test_sigint_hook(epoch, b + 1, dist.rank if dist is not None else 0)
         if b + 1 < len(loader) and st.stop_requested():
             sums_all = np.array([total, n, *sums], dtype=np.float64)
             st.position = {
