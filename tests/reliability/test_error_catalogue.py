@@ -1,6 +1,8 @@
 """Every message of docs/errors.md is triggered through the CLI and appears on one stderr line (exit 2)."""
 
+import contextlib
 import errno
+import io
 import re
 import shutil
 import sys
@@ -71,6 +73,15 @@ def _interrupt(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train, "_run_epoch", boom)
+
+
+def _interrupted_mid_epoch(monkeypatch):
+    """A run stopped by Ctrl-C after batch 1 of epoch 2 (3 batches of one row per epoch)."""
+    monkeypatch.setattr(train, "_SIGINT_AT", "2:1")
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main([*T, "--data", "ok.csv", "--batch-size", "1", "--epochs", "3", "--out", "mid"]) == 130
+    monkeypatch.setattr(train, "_SIGINT_AT", "")
+    return [*T, "--resume", "mid", "--epochs", "1"]
 
 
 def _full_disk(monkeypatch):
@@ -218,6 +229,7 @@ CASES = {
     ),
     "rank 0 failed while": (lambda mp: (_mpi(mp, rank=1, peer=_rank_0_failed), DIST)[1], 2),
     "resume with: chainrule train --resume": (lambda mp: (_interrupt(mp), [*TX, "--out", "intr"])[1], 130),
+    "the checkpoint is inside epoch": (_interrupted_mid_epoch, 2),
 }
 
 
