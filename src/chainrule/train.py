@@ -452,6 +452,11 @@ def fit(
     `seed` seeds the batch shuffling. `metadata` (JSON-able) is stored in checkpoints.
     Returns the History; `history.message` explains why training stopped.
 
+    Ctrl-C (SIGINT, in the main thread) stops after the current batch with stop_reason "interrupted"; with
+    `run_dir` a checkpoint of that position inside the epoch is written first, and `resume=True` continues from
+    the next batch, bit-identical to an uninterrupted run. A second Ctrl-C stops at once (the last checkpoint
+    stays; the weights of the epoch's start are put back).
+
     `distributed` (a `chainrule.distributed.Communicator`, one process per rank under mpiexec): data-parallel
     training. `batch_size` stays the global batch; every rank draws the same shuffled global batches and
     computes on its shard (`Communicator.shard`); gradients are averaged over the global batch (one allreduce
