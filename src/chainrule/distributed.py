@@ -126,7 +126,7 @@ class Communicator:
             return
         v = self.allreduce_(np.array([value, -value], dtype=np.float64), what, op="max")
         if v[0] != -v[1]:
-            raise DistributedError(f"rank {self.rank}: the ranks disagree on {what} (from {-v[1]:g} to {v[0]:g})")
+            raise DistributedError(f"rank {self.rank}: the ranks disagree on {what} (from {0.0 - v[1]:g} to {v[0]:g})")
 
     def all_ok(self, ok: bool, what: str = "status") -> bool:
         """True when `ok` is true on every rank (an agreement step so that all ranks fail together)."""

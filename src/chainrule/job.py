@@ -201,7 +201,8 @@ def _default_out(cfg: dict[str, Any]) -> Path:
 def build(cfg: dict[str, Any], prep: Prepared):
     manual_seed(cfg["seed"])
     b = prep.bundle
-    bs = cfg["batch_size"] or len(prep.train[0])
+    n = len(prep.train[0])
+    bs = min(cfg["batch_size"] or n, n)  # no batch is larger than the training set
     model = build_model(
         cfg["model"], prep.train[0].shape[1:], b.out_features, cfg["activation"], seed=cfg["seed"], batch_size=bs
     )

@@ -2,7 +2,10 @@
 clear message instead of being killed by the operating system.
 
 Training holds each parameter about 4 times (value, gradient, two optimizer moments for Adam) and, per
-batch, every layer's output twice (the value kept for backward and its gradient).
+batch, what every layer keeps for backward twice (the values and their gradients). What a layer keeps is
+computed from the spec before the layer exists (`layer_activation_count`): its output, plus the im2col matrix
+of a convolution, the argmax of max pooling, the normalized input of BatchNorm/LayerNorm and every time step
+of every layer and direction of RNN/GRU/LSTM; other layers count their output.
 """
 
 from __future__ import annotations
@@ -44,28 +47,132 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def _int(layer: dict[str, Any], key: str, default: int = 0) -> int:
+    v = layer.get(key, default)
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else default
+
+
+def _nd(type_name: str) -> int:
+    return 2 if type_name.endswith("2d") else 1
+
+
+def _tuple(v: Any, n: int, default: int) -> tuple[int, ...]:
+    if isinstance(v, list | tuple):
+        return tuple(int(x) if isinstance(x, int | float) else default for x in v)[:n]
+    return (int(v),) * n if isinstance(v, int | float) and not isinstance(v, bool) else (default,) * n
+
+
+_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+# elements one time step of one direction records (as outputs of its ops, kept for backward), in units of
+# hidden_size: the input projection and the hidden projection of every gate, their sum, the gate activations and
+# the state updates (see chainrule.nn.rnn's cells)
+_RNN_STEP = {"RNN": 4, "GRU": 16, "LSTM": 21}
+
+
 def layer_param_count(type_name: str, layer: dict[str, Any]) -> int:
-    """Parameters a layer of the spec will allocate (0 for types it does not know: they are small)."""
+    """Parameters a layer of the spec will allocate (0 for types it does not know: they are small).
 
-    def g(key: str, default: int = 0) -> int:
-        v = layer.get(key, default)
-        return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else default
-
+    Exact for Linear, Conv1d/2d, RNN/GRU/LSTM (every layer and direction), Embedding, BatchNorm and LayerNorm.
+    """
     bias = 1 if layer.get("bias", True) else 0
     if type_name in ("Linear", "Bilinear"):
-        return g("in_features") * g("out_features") + bias * g("out_features")
+        return _int(layer, "in_features") * _int(layer, "out_features") + bias * _int(layer, "out_features")
     if type_name.startswith("Conv"):
-        k = layer.get("kernel_size", 1)
-        k = math.prod(int(v) for v in k) if isinstance(k, list | tuple) else int(k) ** (2 if "2d" in type_name else 1)
-        groups = max(g("groups", 1), 1)
-        return g("in_channels") * g("out_channels") * k // groups + bias * g("out_channels")
-    if type_name in ("RNN", "LSTM", "GRU"):
-        gates = {"RNN": 1, "LSTM": 4, "GRU": 3}[type_name]
-        h, n = g("hidden_size"), max(g("num_layers", 1), 1)
-        return gates * h * (g("input_size") + h + 2 * bias) * n
+        k = math.prod(_tuple(layer.get("kernel_size", 1), _nd(type_name), 1))
+        groups = max(_int(layer, "groups", 1), 1)
+        return _int(layer, "in_channels") * _int(layer, "out_channels") * k // groups + bias * _int(
+            layer, "out_channels"
+        )
+    if type_name in _GATES:
+        gh, h = _GATES[type_name] * _int(layer, "hidden_size"), _int(layer, "hidden_size")
+        dirs = 2 if layer.get("bidirectional") else 1
+        total = 0
+        for n in range(max(_int(layer, "num_layers", 1), 1)):
+            n_in = _int(layer, "input_size") if n == 0 else dirs * h
+            total += dirs * (gh * (n_in + h) + bias * 2 * gh)
+        return total
     if type_name == "Embedding":
-        return g("num_embeddings") * g("embedding_dim")
+        return _int(layer, "num_embeddings") * _int(layer, "embedding_dim")
+    if type_name.startswith("BatchNorm"):
+        return (1 + bias) * _int(layer, "num_features") if layer.get("affine", True) else 0
+    if type_name == "LayerNorm":
+        ns = layer.get("normalized_shape", 0)
+        shape = math.prod(int(v) for v in ns) if isinstance(ns, list | tuple) else _int(layer, "normalized_shape")
+        return (1 + bias) * shape if layer.get("elementwise_affine", True) else 0
     return 0
+
+
+def _window_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= size + p:  # PyTorch: the last window must start inside the input or left padding
+        out -= 1
+    return max(out, 0)
+
+
+def layer_output_shape(type_name: str, layer: dict[str, Any], in_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The output shape of one sample (no batch axis) of a Linear, Conv, pooling, normalization or Embedding
+    layer of the spec, for samples of `in_shape`, computed before the layer exists; None for other types."""
+    if type_name == "Linear" and in_shape:
+        return (*in_shape[:-1], _int(layer, "out_features"))
+    nd = _nd(type_name)
+    spatial = tuple(in_shape[-nd:]) if len(in_shape) > nd else None
+    if type_name in ("Conv1d", "Conv2d") and spatial is not None:
+        k = _tuple(layer.get("kernel_size", 1), nd, 1)
+        s, d = _tuple(layer.get("stride", 1), nd, 1), _tuple(layer.get("dilation", 1), nd, 1)
+        pad = layer.get("padding", 0)
+        if pad == "same":
+            out = spatial
+        else:
+            p = (0,) * nd if pad == "valid" else _tuple(pad, nd, 0)
+            out = tuple(_window_out(*args, False) for args in zip(spatial, k, s, p, d))
+        return (_int(layer, "out_channels"), *out)
+    if type_name in ("MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d") and spatial is not None:
+        k = _tuple(layer.get("kernel_size", 1), nd, 1)
+        s = _tuple(layer["stride"], nd, 1) if layer.get("stride") is not None else k
+        p = _tuple(layer.get("padding", 0), nd, 0)
+        d = _tuple(layer.get("dilation", 1), nd, 1) if type_name.startswith("Max") else (1,) * nd
+        ceil = bool(layer.get("ceil_mode", False))
+        return (*in_shape[:-nd], *(_window_out(*args, ceil) for args in zip(spatial, k, s, p, d)))
+    if type_name in ("AdaptiveAvgPool1d", "AdaptiveAvgPool2d") and spatial is not None:
+        size = layer.get("output_size")
+        sizes = size if isinstance(size, list | tuple) else [size] * nd
+        return (*in_shape[:-nd], *(int(o) if o is not None else i for o, i in zip(sizes, spatial)))
+    if type_name.startswith("BatchNorm") or type_name == "LayerNorm":
+        return tuple(in_shape)
+    if type_name == "Embedding":
+        return (*in_shape, _int(layer, "embedding_dim"))
+    return None
+
+
+def layer_activation_count(type_name: str, layer: dict[str, Any], in_shape: tuple[int, ...]) -> int | None:
+    """Elements per sample that a training step keeps for backward for this layer of the spec (its output and
+    the intermediates its backward needs), before the layer exists; None for types it does not know.
+
+    Conv: output + the im2col matrix (C_in·k·L_out) kept for the weight gradient; max pooling: output + the
+    argmax; BatchNorm/LayerNorm: output + the normalized input; RNN/GRU/LSTM: every time step of every layer and
+    direction (the input and hidden projections of the gates, the activations, the states; see `_RNN_STEP`).
+    """
+    if type_name in _GATES:
+        if len(in_shape) < 1:
+            return None
+        steps = math.prod(in_shape[:-1])  # sequence length (times any extra leading axis)
+        h, dirs = _int(layer, "hidden_size"), 2 if layer.get("bidirectional") else 1
+        n_layers = max(_int(layer, "num_layers", 1), 1)
+        per_layer = steps * dirs * _RNN_STEP[type_name] * h + (steps * dirs * h if dirs > 1 else 0)  # + cat
+        dropout = steps * dirs * h * (n_layers - 1) if layer.get("dropout") else 0
+        return n_layers * per_layer + dropout + steps * dirs * h  # + the stacked output
+    out = layer_output_shape(type_name, layer, in_shape)
+    if out is None:
+        return None
+    n = math.prod(out)
+    if type_name in ("Conv1d", "Conv2d"):
+        nd = _nd(type_name)
+        k = math.prod(_tuple(layer.get("kernel_size", 1), nd, 1))
+        return n + _int(layer, "in_channels") * k * math.prod(out[1:])
+    if type_name.startswith("MaxPool") or type_name.startswith("BatchNorm") or type_name == "LayerNorm":
+        return 2 * n
+    return n
 
 
 def check_fits(needed: int, what: str, available: int | None = None) -> None:

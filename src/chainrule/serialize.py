@@ -24,21 +24,28 @@ from .errors import ChainruleError, ModelFileError
 FORMAT_VERSION = 1
 _NPZ_META = "__chainrule_metadata__"
 # Fault injection for the crash tests only: "write:N" or "rename:N" SIGKILLs this process during the N-th
-# atomic write (half of the temporary file written) or just before its rename.
+# atomic write (half of the temporary file written) or just before its rename; "sigint:N" / "sigint2:N" send it
+# one / two SIGINTs (Ctrl-C) while the N-th temporary file is written, before its fsync and rename.
 _KILL_AT = os.environ.get("CHAINRULE_TEST_KILL_AT", "")
 _writes = [0]
 
 
 def _maybe_die(stage: str, f: IO[bytes] | None = None) -> None:
     want, _, n = _KILL_AT.partition(":")
-    if want != stage or str(_writes[0]) != n:
+    if str(_writes[0]) != n:
+        return
+    import signal
+
+    if stage == "write" and want in ("sigint", "sigint2"):
+        for _ in range(2 if want == "sigint2" else 1):
+            os.kill(os.getpid(), signal.SIGINT)
+        return
+    if want != stage:
         return
     if f is not None:
         f.flush()
         f.truncate(f.tell() // 2)
         f.flush()
-    import signal
-
     os.kill(os.getpid(), signal.SIGKILL)
 
 

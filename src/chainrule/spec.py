@@ -24,7 +24,7 @@ import numpy as np
 
 from . import nn
 from .errors import ConfigError
-from .memory import ACTIVATION_COPIES, PARAM_COPIES, check_fits, layer_param_count
+from .memory import ACTIVATION_COPIES, PARAM_COPIES, check_fits, layer_activation_count, layer_param_count
 from .random import Generator
 from .tensor import Tensor, no_grad
 
@@ -301,10 +301,11 @@ def build_model(
             layer["out_features"] = int(out_features)
         n_params += layer_param_count(cls.__name__, layer)  # checked before allocating the layer
         need = n_params * dt.itemsize * PARAM_COPIES
-        what = f"the model's {n_params:,} parameters (up to layer {i})"
-        if batch_size and cls.__name__ == "Linear":  # its output size is known before building it
-            need += (act_elems + layer["out_features"]) * batch_size * dt.itemsize * ACTIVATION_COPIES
-            what += f" and activations for batches of {batch_size}"
+        what = f"the model's {n_params:,} parameters (up to layer {i}, {cls.__name__})"
+        acts = layer_activation_count(cls.__name__, layer, shape)  # known before building the layer
+        if batch_size and acts is not None:
+            need += (act_elems + acts) * batch_size * dt.itemsize * ACTIVATION_COPIES
+            what += f" and activations for batches of {batch_size} ({act_elems + acts:,} per sample)"
         check_fits(need, what)
         m = _make_layer(i, layer, gen, dt)
         new_shape = _probe(m, shape, dt, i, cls.__name__)
@@ -313,7 +314,7 @@ def build_model(
             m = Select(m, layer["select"])
             new_shape = _probe(m, shape, dt, i, cls.__name__)
         shape = new_shape
-        act_elems += math.prod(shape)
+        act_elems += acts if acts is not None else math.prod(shape)
         modules.append(m)
         resolved.append({k: _jsonable(v) for k, v in layer.items()})
     if out_features is not None and shape != (out_features,):

@@ -4,7 +4,9 @@
 stochastic gradient descent differ only in `batch_size` (None = the whole training set).
 With `run_dir`, every `checkpoint_every` epochs a checkpoint (weights, optimizer and scheduler
 state, RNG state, history) is written atomically, and `resume=True` continues from it so that the
-final weights are bit-identical to an uninterrupted run.
+final weights are bit-identical to an uninterrupted run. Ctrl-C (SIGINT) stops at the next batch
+boundary after writing a checkpoint of the position inside the epoch (the epoch's sample order, the
+batches done, the running loss and metric sums), from which a resumed run continues bit-identically.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +39,9 @@ from .tensor import Tensor, no_grad
 CHECKPOINT = "checkpoint"
 METRICS_LOG = "metrics.jsonl"
 LOCK = ".lock"
+# Test hook only: "E:B" makes the training send SIGINT to itself after batch B (1-based) of epoch E; "E:B:R" only
+# on rank R of a distributed training.
+_SIGINT_AT = os.environ.get("CHAINRULE_TEST_SIGINT_AT", "")
 
 # ----------------------------------------------------------------------------- metrics
 
@@ -199,9 +206,10 @@ class _Progress:
             except ImportError:
                 pass
 
-    def start_epoch(self, epoch: int, n_batches: int) -> None:
+    def start_epoch(self, epoch: int, n_batches: int, initial: int = 0) -> None:
         if self.tqdm is not None:
-            self.bar = self.tqdm(total=n_batches, desc=f"epoch {epoch}/{self.epochs}", leave=True, file=sys.stderr)
+            desc = f"epoch {epoch}/{self.epochs}"
+            self.bar = self.tqdm(total=n_batches, initial=initial, desc=desc, leave=True, file=sys.stderr)
 
     def batch(self, loss: float, lr: float, metric: str = "") -> None:
         if self.bar is not None:
@@ -311,6 +319,37 @@ class RunLock:
             self.fd = None
 
 
+class _StopOnInterrupt:
+    """While training, a first Ctrl-C (SIGINT) only asks to stop at the next batch boundary, so that a consistent
+    checkpoint can be written there; a second one interrupts at once (KeyboardInterrupt). Installed only in the
+    main thread and only over Python's default SIGINT handler (an application's own handler is left alone)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._prev: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._prev = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._prev is not None:
+            signal.signal(signal.SIGINT, self._prev)
+            self._prev = None
+
+
+def _test_sigint_hook(epoch: int, batch: int, rank: int) -> None:
+    if _SIGINT_AT in (f"{epoch}:{batch}", f"{epoch}:{batch}:{rank}"):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     """The existing checkpoint file of a run directory, or where a new one goes."""
     for ext in (".safetensors", ".npz"):
@@ -345,6 +384,20 @@ class _State:
     last_good: dict[str, np.ndarray] | None = None
     dist: Any = None  # the Communicator of a distributed run
     steps: int = 0  # steps taken by this process (for the distributed fault-injection hook)
+    # where an interrupted epoch stopped: {"epoch", "batch" (batches done), "sums" ([loss·rows, rows, metric
+    # sums]), "order" (the epoch's sample order or None), "epoch_start" (the weights at the epoch's start)}
+    position: dict[str, Any] | None = None
+    interrupt: _StopOnInterrupt | None = None
+    saved: str = ""  # where the last checkpoint written by this process stands ("epoch 3, batch 40")
+    stop_agreed: bool = False  # distributed: some rank saw Ctrl-C (agreed through the per-step allreduce)
+
+    def interrupt_seen(self) -> float:
+        return 1.0 if self.interrupt is not None and self.interrupt.requested else 0.0
+
+    def stop_requested(self) -> bool:
+        if self.dist is not None:
+            return self.stop_agreed
+        return self.interrupt is not None and self.interrupt.requested
 
 
 def _lr(optimizer: Any) -> float:
@@ -398,6 +451,11 @@ def fit(
     the first NaN/Inf and where it was created. `grad_clip` scales gradients to at most that global norm.
     `seed` seeds the batch shuffling. `metadata` (JSON-able) is stored in checkpoints.
     Returns the History; `history.message` explains why training stopped.
+
+    Ctrl-C (SIGINT, in the main thread) stops after the current batch with stop_reason "interrupted"; with
+    `run_dir` a checkpoint of that position inside the epoch is written first, and `resume=True` continues from
+    the next batch, bit-identical to an uninterrupted run. A second Ctrl-C stops at once (the last checkpoint
+    stays; the weights of the epoch's start are put back).
 
     `distributed` (a `chainrule.distributed.Communicator`, one process per rank under mpiexec): data-parallel
     training. `batch_size` stays the global batch; every rank draws the same shuffled global batches and
@@ -455,6 +513,10 @@ def fit(
             history, st = _load_checkpoint(checkpoint_path(rdir), model, optimizer, scheduler, loader, history)
             if dist is not None:
                 dist.same_everywhere(st.epoch, "the checkpoint's epoch (is the run directory shared by all hosts?)")
+                dist.same_everywhere(st.position["batch"] if st.position else -1, "the checkpoint's batch")
+            if st.position is not None and st.position["epoch"] > epochs:
+                e = st.position["epoch"]
+                raise ConfigError(f"{rdir}: the checkpoint is inside epoch {e}; give epochs={e} or more to continue")
             if main:
                 _write_metrics_log(rdir, history)
             if history.stop_reason == "epochs" and st.epoch < epochs:
@@ -475,74 +537,93 @@ def fit(
             c.on_train_begin(history)
         progress = _Progress(epochs, quiet or not main)
         t_start = time.perf_counter()
-        start_epoch = saved_epoch = st.epoch
+        start_epoch = st.epoch
+        saved = f"epoch {st.epoch}" + (f", batch {st.position['batch']}" if st.position else "")
+        st.interrupt = _StopOnInterrupt()
+
+        def save() -> None:
+            if rdir is not None and main:
+                _save_checkpoint(rdir, model, optimizer, scheduler, loader, history, st, metadata)
+                st.saved = f"epoch {st.epoch}" + (f", batch {st.position['batch']}" if st.position else "")
+
         try:
-            for epoch in range(st.epoch + 1, epochs + 1):
-                anomaly = _detect_anomaly() if detect_anomaly else contextlib.nullcontext()
-                with np.errstate(over="ignore", invalid="ignore"), anomaly:  # divergence is reported below
-                    try:
-                        reason = _run_epoch(
-                            epoch,
-                            model,
-                            loss_fn,
-                            optimizer,
-                            loader,
-                            params,
-                            task,
-                            grad_clip,
-                            progress,
-                            cbs,
-                            history,
-                            st,
-                        )
-                    except AnomalyError as e:
-                        raise AnomalyError(f"epoch {epoch}: {e}") from None
-                if reason == "diverged":
-                    break
-                logs = history.epochs[-1]
-                logs["lr"] = _lr(optimizer)  # the rate this epoch used, before the scheduler moves it
-                if scheduler is not None:
-                    _scheduler_step(scheduler, logs)
-                if dist is not None:
-                    dist.average_buffers(model.buffers())
-                if val_data is not None:
-                    v = evaluate(model, loss_fn, val_data, distributed=dist)
-                    logs.update({f"val_{k}": val for k, val in v.items()})
-                logs["time"] = time.perf_counter() - logs.pop("_t0")
-                reason = _check_stop(
-                    logs, st, target_loss, tol, patience, early_stopping, monitor, mode, min_delta, model
-                )
-                for c in cbs:
-                    if c.on_epoch_end(epoch, logs, history) and not reason:
-                        reason = "callback"
-                        history.message = f"stopped by a callback after epoch {epoch}"
-                if reason:
-                    history.stop_reason = reason
-                    history.message = history.message or _stop_message(reason, epoch, logs, tol, patience, monitor)
-                elif epoch == epochs:
-                    history.stop_reason = "epochs"
-                    history.message = f"ran the full budget of {epochs} epochs"
-                st.epoch = epoch
-                if rdir is not None and main:
-                    if epoch % checkpoint_every == 0 or history.stop_reason:
-                        _save_checkpoint(rdir, model, optimizer, scheduler, loader, history, st, metadata)
-                        saved_epoch = epoch
-                    _append_metrics(rdir, logs)
-                elapsed = time.perf_counter() - t_start
-                done = epoch - start_epoch
-                progress.end_epoch(logs, elapsed / done * (epochs - epoch))
-                if history.stop_reason:
-                    break
-            else:
-                if not history.stop_reason:
-                    history.stop_reason = "epochs"
-                    history.message = f"ran the full budget of {epochs} epochs"
-        except KeyboardInterrupt:
+            with st.interrupt:
+                for epoch in range(st.epoch + 1, epochs + 1):
+                    anomaly = _detect_anomaly() if detect_anomaly else contextlib.nullcontext()
+                    with np.errstate(over="ignore", invalid="ignore"), anomaly:  # divergence is reported below
+                        try:
+                            reason = _run_epoch(
+                                epoch,
+                                model,
+                                loss_fn,
+                                optimizer,
+                                loader,
+                                params,
+                                task,
+                                grad_clip,
+                                progress,
+                                cbs,
+                                history,
+                                st,
+                            )
+                        except AnomalyError as e:
+                            raise AnomalyError(f"epoch {epoch}: {e}") from None
+                    if reason == "diverged":
+                        break
+                    if reason == "interrupted":  # at a batch boundary inside the epoch: save the position
+                        where = f"at epoch {epoch}, batch {st.position['batch']}/{len(loader)}"
+                        save()
+                        return _interrupted(history, where, rdir, main)
+                    logs = history.epochs[-1]
+                    logs["lr"] = _lr(optimizer)  # the rate this epoch used, before the scheduler moves it
+                    if scheduler is not None:
+                        _scheduler_step(scheduler, logs)
+                    if dist is not None:
+                        dist.average_buffers(model.buffers())
+                    if val_data is not None:
+                        v = evaluate(model, loss_fn, val_data, distributed=dist)
+                        logs.update({f"val_{k}": val for k, val in v.items()})
+                    logs["time"] = time.perf_counter() - logs.pop("_t0")
+                    reason = _check_stop(
+                        logs, st, target_loss, tol, patience, early_stopping, monitor, mode, min_delta, model
+                    )
+                    for c in cbs:
+                        if c.on_epoch_end(epoch, logs, history) and not reason:
+                            reason = "callback"
+                            history.message = f"stopped by a callback after epoch {epoch}"
+                    if reason:
+                        history.stop_reason = reason
+                        history.message = history.message or _stop_message(reason, epoch, logs, tol, patience, monitor)
+                    elif epoch == epochs:
+                        history.stop_reason = "epochs"
+                        history.message = f"ran the full budget of {epochs} epochs"
+                    st.epoch = epoch
+                    saved_now = False
+                    if rdir is not None and main:
+                        if epoch % checkpoint_every == 0 or history.stop_reason:
+                            save()
+                            saved_now = True
+                        _append_metrics(rdir, logs)
+                    elapsed = time.perf_counter() - t_start
+                    done = epoch - start_epoch
+                    progress.end_epoch(logs, elapsed / done * (epochs - epoch))
+                    if history.stop_reason:
+                        break
+                    if st.stop_requested() and epoch < epochs:  # Ctrl-C during the epoch's last batch or its end
+                        if not saved_now:
+                            save()
+                        return _interrupted(history, f"after epoch {epoch}", rdir, main)
+                else:
+                    if not history.stop_reason:
+                        history.stop_reason = "epochs"
+                        history.message = f"ran the full budget of {epochs} epochs"
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: the last checkpoint stays
             progress.close()
             if st.last_good is not None:
                 model.load_state_dict(st.last_good)
             history.stop_reason = "interrupted"
-            where = f"; the checkpoint of epoch {saved_epoch} is in {rdir}" if rdir is not None else ""
+            saved = st.saved or saved
+            where = f"; the last checkpoint ({saved}) is in {rdir}" if rdir is not None else ""
             history.message = f"interrupted during epoch {st.epoch + 1}{where}"
             return history
         finally:
@@ -552,6 +633,13 @@ def fit(
             model.load_state_dict(st.best_state)
         for c in cbs:
             c.on_train_end(history)
+    return history
+
+
+def _interrupted(history: History, where: str, rdir: Path | None, main: bool) -> History:
+    history.stop_reason = "interrupted"
+    saved = f"; saved a checkpoint in {rdir}" if rdir is not None and main else ""
+    history.message = f"interrupted {where}{saved}"
     return history
 
 
@@ -584,12 +672,18 @@ def _run_epoch(
 ) -> str:
     t0 = time.perf_counter()
     dist = st.dist
-    st.last_good = model.state_dict()
+    pos, st.position = st.position, None
+    if pos is not None and pos["epoch"] == epoch:  # resuming inside this epoch, after pos["batch"] batches
+        st.last_good, order, start = pos["epoch_start"], pos["order"], pos["batch"]
+        total, n, sums = float(pos["sums"][0]), int(pos["sums"][1]), pos["sums"][2:].copy()
+    else:
+        st.last_good = model.state_dict()
+        order, start = loader.epoch_order(), 0
+        total, n = 0.0, 0
+        sums = np.zeros(3)  # classification: correct; regression: squared error, abs error
     model.train()
-    total, n = 0.0, 0
-    sums = np.zeros(3)  # classification: correct; regression: squared error, abs error
-    progress.start_epoch(epoch, len(loader))
-    for b, (xb, yb) in enumerate(loader):
+    progress.start_epoch(epoch, len(loader), start)
+    for b, (xb, yb) in enumerate(loader.batches(order, start), start):
         optimizer.zero_grad()
         if dist is not None:  # this rank's shard of the global batch; loss and metric sums are allreduced
             rows, part = len(xb), dist.shard(len(xb))
@@ -601,9 +695,10 @@ def _run_epoch(
         loss = loss_fn(out, yb) if local else None
         lv = float(loss.item()) if local else 0.0
         step = _step_sums(task, out, yb) if local else np.zeros(3)
-        if dist is not None:
-            g = dist.allreduce_(np.array([lv * local, *step]), "metric allreduce")
-            lv, step = float(g[0]) / rows, g[1:]
+        if dist is not None:  # with a Ctrl-C flag, so that all ranks stop after the same batch
+            g = dist.allreduce_(np.array([lv * local, *step, st.interrupt_seen()]), "metric allreduce")
+            lv, step = float(g[0]) / rows, g[1:4]
+            st.stop_agreed = st.stop_agreed or g[4] > 0
         if not math.isfinite(lv):
             return _diverge(history, model, st, epoch, b + 1, f"the loss became {lv}", optimizer)
         if loss is not None:
@@ -627,6 +722,18 @@ def _run_epoch(
             progress.batch(lv, _lr(optimizer), metric)
         for c in cbs:
             c.on_batch_end(epoch, b + 1, lv)
+        if _SIGINT_AT:
+            _test_sigint_hook(epoch, b + 1, dist.rank if dist is not None else 0)
+        if b + 1 < len(loader) and st.stop_requested():
+            sums_all = np.array([total, n, *sums], dtype=np.float64)
+            st.position = {
+                "epoch": epoch,
+                "batch": b + 1,
+                "sums": sums_all,
+                "order": order,
+                "epoch_start": st.last_good,
+            }
+            return "interrupted"
     logs: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(n, 1)}
     if task == "classification":
         logs["train_accuracy"] = sums[0] / max(n, 1)
@@ -775,6 +882,13 @@ def _save_checkpoint(
         },
         "metadata": metadata or {},
     }
+    pos = st.position
+    if pos is not None:  # inside an epoch (Ctrl-C): where it stopped and what the rest of the epoch needs
+        tensors["position.sums"] = pos["sums"]
+        if pos["order"] is not None:
+            tensors["position.order"] = pos["order"]
+        tensors.update({f"epoch_start.{k}": v for k, v in pos["epoch_start"].items()})
+        meta["position"] = {"epoch": pos["epoch"], "batch": pos["batch"], "batches": len(loader)}
     save_tensors(checkpoint_path(rdir), tensors, meta)
 
 
@@ -808,6 +922,19 @@ def _load_checkpoint(
             prev_loss=s["prev_loss"],
         )
         st.best_epoch = s.get("best_epoch")
+        pos = meta.get("position")
+        if pos is not None:
+            if int(pos["epoch"]) != st.epoch + 1 or int(pos["batches"]) != len(loader):
+                raise ValueError(f"its position {pos} does not fit {len(loader)} batches per epoch")
+            st.position = {
+                "epoch": int(pos["epoch"]),
+                "batch": int(pos["batch"]),
+                "sums": np.asarray(tensors["position.sums"], dtype=np.float64),
+                "order": tensors.get("position.order"),
+                "epoch_start": {k[12:]: v for k, v in tensors.items() if k.startswith("epoch_start.")},
+            }
+            if loader.shuffle != (st.position["order"] is not None):
+                raise ValueError("it was written with a different shuffle setting")
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as e:

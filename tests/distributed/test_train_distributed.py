@@ -167,3 +167,50 @@ def test_without_mpi4py_the_error_names_the_extra(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert 'pip install "chainrule[mpi]"' in r.stderr and "no MPI library here" in r.stderr
     assert r.stderr.count("\n") == 1
+
+
+def test_ctrl_c_on_one_rank_stops_all_after_the_same_batch_and_resumes_bit_identically(tmp_path: Path) -> None:
+    """SIGINT reaches rank 1 only, after batch 2 of epoch 2 (6 batches per epoch): the flag travels in the next
+    step's allreduce, so both ranks stop after batch 3 and rank 0 checkpoints that position; a 2-rank resume ends
+    bit-identical to an uninterrupted run."""
+    full = _train(2, "full", tmp_path, "--epochs", "3")
+    part = _train(2, "part", tmp_path, "--epochs", "3", CHAINRULE_TEST_SIGINT_AT="2:2:1")
+    assert full.returncode == 0, full.stderr
+    assert part.returncode == 130, part.stderr
+    assert "interrupted at epoch 2, batch 3/6; saved a checkpoint in part; resume with" in part.stderr, part.stderr
+    meta = read_checkpoint(tmp_path / "part")[1]
+    assert meta["epoch"] == 1 and meta["position"] == {"epoch": 2, "batch": 3, "batches": 6}
+    args = ["-m", "chainrule.cli", "train", "--resume", "part", "-q", "--no-plot", "--distributed"]
+    resumed = _launch(2, args, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    for k in a:
+        np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+
+
+def _mpmd(dirs: list[Path], args: list[str]) -> subprocess.CompletedProcess:
+    """One rank per folder (rank r runs in dirs[r]), as if each host saw a different filesystem."""
+    cmd = [MPIEXEC]
+    for i, d in enumerate(dirs):
+        cmd += ([":"] if i else []) + ["-n", "1", "-wdir", str(d), sys.executable, *args]
+    return subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=60)
+
+
+def test_ranks_that_see_different_run_directories_are_refused(tmp_path: Path) -> None:
+    """The two errors between ranks of docs/errors.md with real MPI: `--resume` where only rank 0 sees the
+    checkpoint (the ranks disagree), and rank 0 failing to create the run directory (rank 1 says so)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    assert _train(None, "run", a, "--epochs", "1").returncode == 0
+    (b / "run").mkdir()
+    (b / "run" / "config.json").write_text((a / "run" / "config.json").read_text())
+    args = ["-m", "chainrule.cli", "train", "--resume", "run", "-q", "--distributed", "--allreduce-timeout", "20"]
+    r = _mpmd([a, b], args)
+    assert r.returncode == 2, r.stderr
+    assert "the ranks disagree on whether a checkpoint exists" in r.stderr, r.stderr
+    (a / "file").write_text("")  # rank 0 cannot create file/sub
+    args = ["-m", "chainrule.cli", "train", "--data", "xor", "--epochs", "1", "-q", "--no-plot", "--distributed"]
+    r = _mpmd([a, b], [*args, "--out", "file/sub", "--allreduce-timeout", "20"])
+    assert r.returncode == 2, r.stderr
+    assert "rank 1: rank 0 failed while creating the run directory" in r.stderr, r.stderr
+    assert "file/sub: cannot create the run directory" in r.stderr, r.stderr

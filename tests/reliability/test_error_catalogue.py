@@ -1,6 +1,8 @@
 """Every message of docs/errors.md is triggered through the CLI and appears on one stderr line (exit 2)."""
 
+import contextlib
 import errno
+import io
 import re
 import shutil
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chainrule import serialize, train
+from chainrule import distributed, serialize, train
 from chainrule.cli import main
 from chainrule.errors import ModelFileError
 from chainrule.serialize import FORMAT_VERSION, load, save_tensors
@@ -73,11 +75,74 @@ def _interrupt(monkeypatch):
     monkeypatch.setattr(train, "_run_epoch", boom)
 
 
+def _interrupted_mid_epoch(monkeypatch):
+    """A run stopped by Ctrl-C after batch 1 of epoch 2 (3 batches of one row per epoch)."""
+    monkeypatch.setattr(train, "_SIGINT_AT", "2:1")
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert main([*T, "--data", "ok.csv", "--batch-size", "1", "--epochs", "3", "--out", "mid"]) == 130
+    monkeypatch.setattr(train, "_SIGINT_AT", "")
+    return [*T, "--resume", "mid", "--epochs", "1"]
+
+
 def _full_disk(monkeypatch):
     def full(path, write):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(serialize, "atomic_write", full)
+
+
+class _Done:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def Test(self):  # noqa: N802 (mpi4py's name)
+        return self.answer
+
+
+class _FakeMPI:
+    """An in-process stand-in for mpi4py.MPI, so that the failures between ranks are triggered without mpiexec:
+    this process is rank `rank` of `size`; `peer(buf, op)` adds the other ranks' part to an allreduce; with
+    `answer=False` no collective ever completes (a rank died); Abort ends the process like MPI_Abort."""
+
+    SUM, MAX, MIN, IN_PLACE = "sum", "max", "min", None
+
+    def __init__(self, rank=0, size=2, peer=None, answer=True):
+        self.COMM_WORLD, self.rank, self.size, self.peer, self.answer = self, rank, size, peer, answer
+
+    def Get_rank(self):  # noqa: N802
+        return self.rank
+
+    def Get_size(self):  # noqa: N802
+        return self.size
+
+    def Iallreduce(self, _in_place, buf, op):  # noqa: N802
+        if self.peer is not None:
+            self.peer(buf, op)
+        return _Done(self.answer)
+
+    def Ibcast(self, buf, root=0):  # noqa: N802
+        return _Done(self.answer)
+
+    def Abort(self, code):  # noqa: N802
+        raise SystemExit(code)
+
+
+def _mpi(mp, **fake):
+    mp.setattr(distributed, "_mpi", lambda: _FakeMPI(**fake))
+    mp.setattr("time.sleep", lambda s: None)
+
+
+def _no_checkpoint_on_rank_1(buf, op):  # rank 1 reports 0 (no checkpoint) to same_everywhere's max-reduction
+    if op == "max":
+        np.maximum(buf, [0.0, -0.0], out=buf)
+
+
+def _rank_0_failed(buf, op):  # rank 0's "ok" is 0 in all_ok's min-reduction
+    if op == "min":
+        buf[:] = 0
+
+
+DIST = [*TX, "--distributed", "--out", "d"]
 
 
 # fragment -> (argv or a function of monkeypatch returning argv, exit status)
@@ -153,7 +218,18 @@ CASES = {
         2,
     ),
     "--allreduce-timeout must be positive": ([*TX, "--distributed", "--allreduce-timeout", "0"], 2),
+    "the launcher started": (
+        lambda mp: (_mpi(mp, size=1), mp.setenv("PMI_SIZE", "3"), DIST)[-1],
+        2,
+    ),
+    "did not complete within": (lambda mp: (_mpi(mp, answer=False), [*DIST, "--allreduce-timeout", "0.05"])[1], 2),
+    "the ranks disagree on": (
+        lambda mp: (_mpi(mp, peer=_no_checkpoint_on_rank_1), [*T, "--resume", "r", "--distributed"])[1],
+        2,
+    ),
+    "rank 0 failed while": (lambda mp: (_mpi(mp, rank=1, peer=_rank_0_failed), DIST)[1], 2),
     "resume with: chainrule train --resume": (lambda mp: (_interrupt(mp), [*TX, "--out", "intr"])[1], 130),
+    "the checkpoint is inside epoch": (_interrupted_mid_epoch, 2),
 }
 
 
@@ -187,7 +263,10 @@ def test_catalogued_error(workdir, tmp_path, monkeypatch, capsys, fragment):
         with RunLock("r"):
             code = main([*T, "--resume", "r", "--epochs", "3"])
     else:
-        code = main(argv(monkeypatch) if callable(argv) else argv)
+        try:
+            code = main(argv(monkeypatch) if callable(argv) else argv)
+        except SystemExit as e:  # MPI_Abort (of the stand-in MPI) ends the process after the error line
+            code = e.code
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert code == status and len(lines) == 1 and "Traceback" not in err, (code, err)

@@ -75,7 +75,7 @@ def _sigint(tmp, k, delay):
     _, err = p.communicate()
     if p.returncode != 0:  # stopped: one line saying where the checkpoint is and how to resume
         assert p.returncode == 130, err
-        assert f"resume with: chainrule train --resume {run}" in err.decode() and "checkpoint of epoch" in err.decode()
+        assert f"resume with: chainrule train --resume {run}" in err.decode() and "saved a checkpoint" in err.decode()
     return _resume(run)
 
 

@@ -109,9 +109,16 @@ class DataLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        yield from self.batches(self.epoch_order())
+
+    def epoch_order(self) -> np.ndarray | None:
+        """The sample order of one pass: a permutation drawn from `generator` with `shuffle`, else None."""
+        return self.generator.np.permutation(len(self.arrays[0])) if self.shuffle else None
+
+    def batches(self, order: np.ndarray | None, start: int = 0) -> Iterator[tuple[Tensor, ...]]:
+        """The batches of one pass in `order` (from `epoch_order`), from batch index `start` on (to resume)."""
         n = len(self.arrays[0])
-        order = self.generator.np.permutation(n) if self.shuffle else None
-        for b in range(len(self)):
+        for b in range(start, len(self)):
             sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
             idx = order[sl] if order is not None else sl
             yield tuple(Tensor(a[idx]) for a in self.arrays)
