@@ -3,6 +3,11 @@
 Updates work on `p.data` in place (NumPy `out=`), reuse a small pool of scratch arrays so that a
 training step allocates almost nothing, and keep the parameter's dtype: hyperparameters are turned
 into Python floats, which NumPy never lets upcast a float32 array.
+
+Optimizers that support it (Adam, AdamW) update a whole parameter group at once ("multi-tensor"):
+the group's parameters and state arrays are re-homed as views of one flat array each, so that the
+dozen elementwise passes of an update run once over the group instead of once per parameter (for
+small models the per-call overhead of NumPy dominates). See `_FlatGroup`.
 """
 
 from __future__ import annotations
@@ -64,6 +69,86 @@ def square_avg_(v: np.ndarray, g: np.ndarray, beta: float, tmp: np.ndarray) -> N
     v += tmp
 
 
+class _FlatGroup:
+    """A parameter group whose parameters (`p.data`) and per-parameter state arrays are views of flat
+    arrays (`flat[0]`: the values, then one per state name), plus a flat gradient that each step fills.
+
+    Each step checks that nothing was replaced behind its back (p.data assigned, state loaded, a
+    parameter without gradient, steps out of step); if anything was, the group is flattened again or
+    updated parameter by parameter. A group of one C-contiguous parameter is used in place (no copy).
+    """
+
+    __slots__ = ("params", "views", "states", "expected", "grads", "flat", "grad", "keys", "dtype")
+
+    def __init__(self, params: list[Tensor], states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+        dtype = params[0].data.dtype
+        self.params, self.states, self.keys, self.dtype = list(params), states, keys, dtype
+        n = sum(p.data.size for p in params)
+        if len(params) == 1:  # no copy: the parameter and its state are already flat (C-contiguous, checked)
+            p, s = params[0], states[0]
+            self.flat = [p.data.reshape(-1)] + [s[k].reshape(-1) for k in keys]
+            self.grad = None  # the parameter's own gradient is used
+            self.grads = []
+        else:
+            self.flat = [np.empty(n, dtype) for _ in range(1 + len(keys))]
+            self.grad = np.empty(n, dtype)
+            self.grads = []
+            off = 0
+            for p, s in zip(params, states):
+                size, shape = p.data.size, p.data.shape
+                pieces = [f[off : off + size].reshape(shape) for f in self.flat]
+                pieces[0][...] = p.data
+                p.data = pieces[0]
+                for k, piece in zip(keys, pieces[1:]):
+                    piece[...] = s[k]
+                    s[k] = piece
+                self.grads.append(self.grad[off : off + size].reshape(shape))
+                off += size
+        self.views = [p.data for p in params]
+        self.expected = [tuple(s[k] for k in keys) for s in states]
+
+    def gather(self, params: list[Tensor], state: dict[Tensor, dict[str, Any]], keys: tuple[str, ...]) -> int | None:
+        """Check that the group is still laid out on the flat arrays with state `keys` and copy the gradients
+        into the flat gradient; returns the (common) step count, or None when the flat update can't be used."""
+        if len(params) != len(self.params) or keys != self.keys:
+            return None
+        dtype, step = self.dtype, None
+        for i, p in enumerate(params):
+            g, s = p.grad, state.get(p)
+            if (
+                p is not self.params[i]
+                or p.data is not self.views[i]
+                or s is not self.states[i]
+                or g is None
+                or g.data.shape != p.data.shape
+                or g.data.dtype != dtype
+            ):
+                return None
+            expected = self.expected[i]
+            for j, k in enumerate(keys):
+                if s.get(k) is not expected[j]:
+                    return None
+            t = s.get("step")
+            if step is None:
+                step = t
+            elif t != step:
+                return None
+            if self.grads:
+                np.copyto(self.grads[i], g.data)
+        return step
+
+    def arrays(self) -> list[np.ndarray]:
+        """[values, gradient, *state] as flat arrays (after `gather`)."""
+        grad = self.grad if self.grad is not None else self.params[0].grad.data.reshape(-1)
+        return [self.flat[0], grad, *self.flat[1:]]
+
+    def finish(self, step: int) -> None:
+        """Record the step in every parameter's state and mark the parameters as modified in place."""
+        for p, s in zip(self.params, self.states):
+            s["step"] = step
+            p._version += 1
+
+
 class Optimizer:
     """Holds parameter groups (dicts with "params" and per-group options) and per-parameter state.
 
@@ -86,6 +171,7 @@ class Optimizer:
         self.state: dict[Tensor, dict[str, Any]] = {}
         self.param_groups: list[dict[str, Any]] = []
         self._pool: dict[str, list[np.ndarray]] = {}  # scratch arrays by dtype
+        self._flats: dict[int, _FlatGroup] = {}  # by id(param group), for the multi-tensor updates
         params = list(params)
         if not params:
             raise ValueError(f"{name} got an empty parameter list")
@@ -221,6 +307,81 @@ class Optimizer:
             kernel(arrays, [np.empty_like(first) for _ in range(nscratch)], *args)
         p._version += 1
 
+    def _apply_flat(
+        self,
+        group: dict[str, Any],
+        keys: tuple[str, ...],
+        kernel: Callable[..., None],
+        nscratch: int,
+        args: Callable[[int], tuple[Any, ...]],
+        prepare: Callable[[dict[str, Any]], None] | None = None,
+    ) -> bool:
+        """Update the whole group at once: kernel([values, grad, *state[keys]], scratch, *args(step)) on
+        flat arrays, where step is the common step count after this update. Returns False (and does
+        nothing) when that is not possible: a parameter without gradient, mixed or non-float dtypes,
+        non-C-contiguous values, state of another shape, dtype or step; the caller then updates each
+        parameter on its own. `prepare(state)` fills state entries made lazily (e.g. AMSGrad's).
+        """
+        params = group["params"]
+        flat = self._flats.get(id(group))
+        step = None if flat is None else flat.gather(params, self.state, keys)
+        if step is None:
+            flat = self._flatten(group, keys, prepare)
+            if flat is None:
+                self._flats.pop(id(group), None)
+                return False
+            self._flats[id(group)] = flat
+            step = flat.gather(params, self.state, keys)
+            if step is None:  # pragma: no cover - a fresh layout always passes
+                return False
+        step += 1
+        arrays = flat.arrays()
+        n = arrays[0].size
+        size = max(1024, _CHUNK_BYTES // arrays[0].itemsize)
+        bufs = self._flat_scratch(arrays[0].dtype, min(n, size), nscratch)
+        extra = args(step)
+        if n <= size:
+            kernel(arrays, [b[:n] for b in bufs], *extra)
+        else:
+            for s in range(0, n, size):
+                e = min(s + size, n)
+                kernel([a[s:e] for a in arrays], [b[: e - s] for b in bufs], *extra)
+        flat.finish(step)
+        return True
+
+    def _flatten(
+        self, group: dict[str, Any], keys: tuple[str, ...], prepare: Callable[[dict[str, Any]], None] | None
+    ) -> _FlatGroup | None:
+        params = group["params"]
+        if not params:
+            return None
+        dtype = params[0].data.dtype
+        if dtype.kind != "f":
+            return None
+        for p in params:
+            d, g = p.data, p.grad
+            if g is None or d.dtype != dtype or not d.flags.c_contiguous or not d.flags.writeable:
+                return None
+            if g.data.shape != d.shape or g.data.dtype != dtype:
+                return None
+        states = []
+        for p in params:
+            s = self._state(p, group)
+            if prepare is not None:
+                prepare(s)
+            states.append(s)
+        step = states[0].get("step")
+        for p, s in zip(params, states):
+            if s.get("step") != step or not isinstance(step, int):
+                return None
+            for k in keys:
+                a = s.get(k)
+                if not isinstance(a, np.ndarray) or a.shape != p.data.shape or a.dtype != dtype:
+                    return None
+                if not a.flags.c_contiguous or not a.flags.writeable:
+                    return None
+        return _FlatGroup(params, states, keys)
+
     def _flat_scratch(self, dtype: np.dtype, n: int, k: int) -> list[np.ndarray]:
         bufs = self._pool.setdefault(dtype.str, [])
         for i in range(k):
@@ -229,6 +390,12 @@ class Optimizer:
             elif bufs[i].size < n:
                 bufs[i] = np.empty(n, dtype)
         return bufs[:k]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy (deepcopy, pickle) copies the parameters' arrays apart from the flat ones: lay out again
+        state = self.__dict__.copy()
+        state["_flats"] = {}
+        return state
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:
