@@ -78,12 +78,29 @@ class _FlatGroup:
     updated parameter by parameter. A group of one C-contiguous parameter is used in place (no copy).
     """
 
-    __slots__ = ("params", "views", "states", "expected", "grads", "flat", "grad", "keys", "dtype")
+    __slots__ = (
+        "params",
+        "views",
+        "states",
+        "expected",
+        "grads",
+        "flat",
+        "grad",
+        "keys",
+        "dtype",
+        "scratch",
+        "_arrays",
+    )
 
-    def __init__(self, params: list[Tensor], states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    def __init__(
+        self, params: list[Tensor], states: list[dict[str, Any]], keys: tuple[str, ...], nscratch: int
+    ) -> None:
         dtype = params[0].data.dtype
         self.params, self.states, self.keys, self.dtype = list(params), states, keys, dtype
         n = sum(p.data.size for p in params)
+        # a group that fits one cache-sized piece keeps its own scratch arrays (larger ones go piece by piece)
+        fits = n <= max(1024, _CHUNK_BYTES // dtype.itemsize)
+        self.scratch = [np.empty(n, dtype) for _ in range(nscratch)] if fits else None
         if len(params) == 1:  # no copy: the parameter and its state are already flat (C-contiguous, checked)
             p, s = params[0], states[0]
             self.flat = [p.data.reshape(-1)] + [s[k].reshape(-1) for k in keys]
@@ -106,41 +123,40 @@ class _FlatGroup:
                 off += size
         self.views = [p.data for p in params]
         self.expected = [tuple(s[k] for k in keys) for s in states]
+        self._arrays = None if self.grad is None else [self.flat[0], self.grad, *self.flat[1:]]
 
     def gather(self, params: list[Tensor], state: dict[Tensor, dict[str, Any]], keys: tuple[str, ...]) -> int | None:
         """Check that the group is still laid out on the flat arrays with state `keys` and copy the gradients
         into the flat gradient; returns the (common) step count, or None when the flat update can't be used."""
         if len(params) != len(self.params) or keys != self.keys:
             return None
-        dtype, step = self.dtype, None
-        for i, p in enumerate(params):
-            g, s = p.grad, state.get(p)
-            if (
-                p is not self.params[i]
-                or p.data is not self.views[i]
-                or s is not self.states[i]
-                or g is None
-                or g.data.shape != p.data.shape
-                or g.data.dtype != dtype
-            ):
+        dtype, step, grads, state_get = self.dtype, None, self.grads, state.get
+        for p, q, view, s, expected, i in zip(
+            params, self.params, self.views, self.states, self.expected, range(len(params))
+        ):
+            g = p.grad
+            if p is not q or p.data is not view or g is None or state_get(p) is not s:
                 return None
-            expected = self.expected[i]
-            for j, k in enumerate(keys):
-                if s.get(k) is not expected[j]:
+            g = g.data
+            if g.shape != view.shape or g.dtype != dtype:
+                return None
+            for k, a in zip(keys, expected):
+                if s.get(k) is not a:
                     return None
             t = s.get("step")
             if step is None:
                 step = t
             elif t != step:
                 return None
-            if self.grads:
-                np.copyto(self.grads[i], g.data)
+            if grads:
+                np.copyto(grads[i], g)
         return step
 
     def arrays(self) -> list[np.ndarray]:
         """[values, gradient, *state] as flat arrays (after `gather`)."""
-        grad = self.grad if self.grad is not None else self.params[0].grad.data.reshape(-1)
-        return [self.flat[0], grad, *self.flat[1:]]
+        if self._arrays is not None:
+            return self._arrays
+        return [self.flat[0], self.params[0].grad.data.reshape(-1), *self.flat[1:]]
 
     def finish(self, step: int) -> None:
         """Record the step in every parameter's state and mark the parameters as modified in place."""
@@ -326,7 +342,7 @@ class Optimizer:
         flat = self._flats.get(id(group))
         step = None if flat is None else flat.gather(params, self.state, keys)
         if step is None:
-            flat = self._flatten(group, keys, prepare)
+            flat = self._flatten(group, keys, prepare, nscratch)
             if flat is None:
                 self._flats.pop(id(group), None)
                 return False
@@ -336,13 +352,13 @@ class Optimizer:
                 return False
         step += 1
         arrays = flat.arrays()
-        n = arrays[0].size
-        size = max(1024, _CHUNK_BYTES // arrays[0].itemsize)
-        bufs = self._flat_scratch(arrays[0].dtype, min(n, size), nscratch)
         extra = args(step)
-        if n <= size:
-            kernel(arrays, [b[:n] for b in bufs], *extra)
+        if flat.scratch is not None and len(flat.scratch) == nscratch:
+            kernel(arrays, flat.scratch, *extra)
         else:
+            n = arrays[0].size
+            size = max(1024, _CHUNK_BYTES // arrays[0].itemsize)
+            bufs = self._flat_scratch(arrays[0].dtype, min(n, size), nscratch)
             for s in range(0, n, size):
                 e = min(s + size, n)
                 kernel([a[s:e] for a in arrays], [b[: e - s] for b in bufs], *extra)
@@ -350,7 +366,11 @@ class Optimizer:
         return True
 
     def _flatten(
-        self, group: dict[str, Any], keys: tuple[str, ...], prepare: Callable[[dict[str, Any]], None] | None
+        self,
+        group: dict[str, Any],
+        keys: tuple[str, ...],
+        prepare: Callable[[dict[str, Any]], None] | None,
+        nscratch: int,
     ) -> _FlatGroup | None:
         params = group["params"]
         if not params:
@@ -380,7 +400,7 @@ class Optimizer:
                     return None
                 if not a.flags.c_contiguous or not a.flags.writeable:
                     return None
-        return _FlatGroup(params, states, keys)
+        return _FlatGroup(params, states, keys, nscratch)
 
     def _flat_scratch(self, dtype: np.dtype, n: int, k: int) -> list[np.ndarray]:
         bufs = self._pool.setdefault(dtype.str, [])
