@@ -173,3 +173,31 @@ def test_mixed_dtypes_and_fortran_order_fall_back():
     assert b.dtype == np.float32 and c.data.flags.f_contiguous
     for t, tt in ((a, ta), (b, tb), (c, tc)):
         np.testing.assert_allclose(t.data, tt.detach().numpy(), rtol=1e-6)
+
+
+def test_arrays_held_elsewhere_are_updated_in_place_not_moved():
+    # from_numpy shares memory with the caller's array (as torch.from_numpy): the caller sees every update
+    a, b = np.ones((3, 2)), np.ones(4)
+    pa, pb = cr.from_numpy(a), cr.from_numpy(b)
+    pa.requires_grad = pb.requires_grad = True
+    ta, tb = torch.ones((3, 2), requires_grad=True), torch.ones(4, requires_grad=True)
+    copt, topt = optim.Adam([pa, pb], lr=0.1), torch.optim.Adam([ta, tb], lr=0.1)
+    for k in range(3):
+        for t, tt in ((pa, ta), (pb, tb)):
+            g = np.full(t.shape, k - 0.5)
+            t.grad, tt.grad = cr.tensor(g), torch.tensor(g)
+        copt.step()
+        topt.step()
+    assert pa.data is a and pb.data is b
+    np.testing.assert_allclose(a, ta.detach().numpy(), rtol=TOL)
+    np.testing.assert_allclose(b, tb.detach().numpy(), rtol=TOL)
+    # a state array kept by the caller keeps being the one updated
+    tm, topt, cm, copt = _make(lr=0.01)
+    _step(tm, topt, cm, copt)
+    held = copt.state[cm[0].weight]["exp_avg"]
+    cm[0].bias.data = cm[0].bias.data.copy()  # forces a new layout on the next step
+    for _ in range(2):
+        _step(tm, topt, cm, copt)
+    assert copt.state[cm[0].weight]["exp_avg"] is held
+    np.testing.assert_allclose(held, topt.state[tm[0].weight]["exp_avg"].numpy(), rtol=1e-9, atol=1e-12)
+    _same(tm, cm)

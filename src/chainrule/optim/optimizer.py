@@ -13,6 +13,7 @@ small models the per-call overhead of NumPy dominates). See `_FlatGroup`.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,6 +70,26 @@ def square_avg_(v: np.ndarray, g: np.ndarray, beta: float, tmp: np.ndarray) -> N
     v += tmp
 
 
+class _Holder:
+    __slots__ = ("data",)
+
+
+def _attr_refs(t: Any) -> int:
+    return sys.getrefcount(t.data)
+
+
+def _item_refs(d: dict[str, Any], k: str) -> int:
+    return sys.getrefcount(d[k])
+
+
+# what the two counters read for an array that nothing else holds (measured, not assumed: CPython versions differ)
+_h = _Holder()
+_h.data = np.empty(0)
+_SOLE_ATTR = _attr_refs(_h)
+_SOLE_ITEM = _item_refs({"a": np.empty(0)}, "a")
+del _h
+
+
 class _FlatGroup:
     """A parameter group whose parameters (`p.data`) and per-parameter state arrays are views of flat
     arrays (`flat[0]`: the values, then one per state name), plus a flat gradient that each step fills.
@@ -76,6 +97,9 @@ class _FlatGroup:
     Each step checks that nothing was replaced behind its back (p.data assigned, state loaded, a
     parameter without gradient, steps out of step); if anything was, the group is flattened again or
     updated parameter by parameter. A group of one C-contiguous parameter is used in place (no copy).
+    Arrays that something else holds (the NumPy array given to from_numpy, a view of p.data, a state
+    array kept by the caller) are never moved: they would stop seeing the updates, so such a group is
+    updated parameter by parameter, in place, as before.
     """
 
     __slots__ = (
@@ -342,6 +366,7 @@ class Optimizer:
         flat = self._flats.get(id(group))
         step = None if flat is None else flat.gather(params, self.state, keys)
         if step is None:
+            flat = self._flats.pop(id(group), None)  # drop the old layout, so its views count as nobody's
             flat = self._flatten(group, keys, prepare, nscratch)
             if flat is None:
                 self._flats.pop(id(group), None)
@@ -384,6 +409,10 @@ class Optimizer:
                 return None
             if g.data.shape != d.shape or g.data.dtype != dtype:
                 return None
+        del d, g
+        several = len(params) > 1
+        if several and any(_attr_refs(p) > _SOLE_ATTR for p in params):
+            return None  # some p.data is held elsewhere: moving it would hide the updates from its holder
         states = []
         for p in params:
             s = self._state(p, group)
@@ -399,6 +428,9 @@ class Optimizer:
                 if not isinstance(a, np.ndarray) or a.shape != p.data.shape or a.dtype != dtype:
                     return None
                 if not a.flags.c_contiguous or not a.flags.writeable:
+                    return None
+                del a
+                if several and _item_refs(s, k) > _SOLE_ITEM:
                     return None
         return _FlatGroup(params, states, keys, nscratch)
 
