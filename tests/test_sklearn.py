@@ -169,3 +169,15 @@ def test_flat_parameters_survive_copies_and_state_loading(digits) -> None:
         assert clone._views_intact()
     w = est.model_[0].weight.data
     assert np.shares_memory(w, est._flat.data)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_stopping_rule_counts_epochs_as_sklearn(digits, early_stopping) -> None:
+    """Training stops once MORE than n_iter_no_change epochs in a row failed to beat the best by tol."""
+    X_train, _, y_train, _ = digits
+    X, y = X_train[:300], y_train[:300]
+    for tol, n_iter_no_change in ((10.0, 3), (0.0, 1000)):
+        kw = dict(hidden_layer_sizes=(8,), max_iter=12, tol=tol, n_iter_no_change=n_iter_no_change, random_state=0)
+        kw.update(early_stopping=early_stopping, validation_fraction=0.2)
+        ours, theirs = MLPClassifier(**kw).fit(X, y), SkMLPClassifier(**kw).fit(X, y)
+        assert ours.n_iter_ == theirs.n_iter_ == (5 if tol else 12)

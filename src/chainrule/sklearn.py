@@ -158,7 +158,6 @@ class _BaseNeuralNet(BaseEstimator):
         self.validation_scores_: list[float] | None = [] if self.early_stopping else None
         self.best_validation_score_: float | None = -np.inf if self.early_stopping else None
         self._best_state: dict[str, np.ndarray] | None = None
-        self._best_loss_like_score = -np.inf
 
     def _flatten_parameters(self) -> Tensor:
         """One Parameter holding every parameter's values (weights first, so the L2 penalty is one slice),
@@ -172,14 +171,16 @@ class _BaseNeuralNet(BaseEstimator):
         if flat is None or flat.data.size != n:
             flat = nn.Parameter(np.empty(n, dtype=self._param_dtype()))
         self._views, off = [], 0
+        grad = np.zeros(n, dtype=flat.data.dtype)
         for p in ordered:
-            k = p.data.size
+            k, shape = p.data.size, p.data.shape
             flat.data[off : off + k] = p.data.reshape(-1)
-            p.data = flat.data[off : off + k].reshape(p.data.shape)
-            self._views.append((p, off, off + k))
+            p.data = flat.data[off : off + k].reshape(shape)
+            self._views.append((p, grad[off : off + k].reshape(shape)))
             off += k
         self._n_weights = sum(p.data.size for p in ordered if id(p) in wids)
-        self._flat_grad = np.zeros(n, dtype=flat.data.dtype)
+        self._flat_grad = grad
+        self._l2 = (flat.data[: self._n_weights], grad[: self._n_weights], np.empty(self._n_weights, grad.dtype))
         self._flat = flat
         return flat
 
@@ -188,7 +189,7 @@ class _BaseNeuralNet(BaseEstimator):
 
     def _views_intact(self) -> bool:
         flat = self._flat.data
-        return all(p.data.base is not None and np.shares_memory(p.data, flat) for p, _, _ in self._views)
+        return all(p.data.base is not None and np.shares_memory(p.data, flat) for p, _ in self._views)
 
     def _weights(self) -> list[Tensor]:
         # the L2 penalty covers weight matrices and kernels, not biases or norm scales (as in scikit-learn)
@@ -208,46 +209,53 @@ class _BaseNeuralNet(BaseEstimator):
             self._flatten_parameters()
         self.model_.train()
         weights = self._weights() if self.alpha and flat is None else []
+        model, optimizer, loss_fn, gather, alpha = (
+            self.model_,
+            self._optimizer,
+            self._loss,
+            self._gather_grads,
+            self.alpha,
+        )
         total = 0.0
         for start in range(0, n, bs):
             xb, yb = X[start : start + bs], y[start : start + bs]
-            loss = self._loss(self.model_(Tensor(xb)), yb)
-            self._optimizer.zero_grad()
+            m = xb.shape[0]
+            loss = loss_fn(model(Tensor(xb)), yb)
+            optimizer.zero_grad()
             loss.backward()
             value = float(loss.data)
             # the L2 penalty ½·alpha·Σ‖W‖²/batch enters through its gradient alpha·W/batch, outside the graph
-            coef = self.alpha / len(xb)
             if flat is not None:
-                value += self._gather_grads(coef)
+                value += gather(alpha / m)
             for w in weights:
-                value += 0.5 * coef * float(np.vdot(w.data, w.data))
+                value += 0.5 * (alpha / m) * float(np.vdot(w.data, w.data))
                 if w.grad is not None:
-                    w.grad = Tensor(w.grad.data + coef * w.data)
-            self._optimizer.step()
-            total += value * len(xb)
+                    w.grad = Tensor(w.grad.data + (alpha / m) * w.data)
+            optimizer.step()
+            total += value * m
         self.model_.eval()
         return total / n
 
     def _gather_grads(self, coef: float) -> float:
         """The layers' gradients into the flat gradient (plus the L2 term); returns the penalty's value."""
-        g = self._flat_grad
-        for p, a, b in self._views:
+        for p, view in self._views:
             grad = p.grad
             if grad is None:
-                g[a:b] = 0
+                view.fill(0)
             else:
-                g[a:b] = grad.data.reshape(-1)
+                np.copyto(view, grad.data)
                 p.grad = None
         penalty = 0.0
         if coef:
-            w = self._flat.data[: self._n_weights]
+            w, gw, tmp = self._l2
             penalty = 0.5 * coef * float(np.dot(w, w))
-            g[: self._n_weights] += coef * w
-        self._flat.grad = Tensor(g)
+            np.multiply(w, coef, out=tmp)
+            gw += tmp
+        self._flat.grad = Tensor(self._flat_grad)
         return penalty
 
     def _after_epoch(self, loss: float, X_val: np.ndarray | None, y_val: np.ndarray | None, n: int) -> bool:
-        """Record one epoch; True when training should stop (no improvement for n_iter_no_change epochs)."""
+        """Record one epoch; True when training should stop (no improvement for more than n_iter_no_change epochs)."""
         self.n_iter_ += 1
         self.t_ += n
         self.loss_curve_.append(loss)
@@ -258,20 +266,21 @@ class _BaseNeuralNet(BaseEstimator):
                 f"{type(self).__name__}: the training loss became {loss} at iteration {self.n_iter_}; "
                 "lower learning_rate_init or scale the features"
             )
+        # scikit-learn's rule: an epoch counts as no improvement unless it beats the best so far by more
+        # than tol, and training stops once more than n_iter_no_change epochs in a row did not improve
         if self.early_stopping and X_val is not None:
             score = self._validation_score(X_val, y_val)
             self.validation_scores_.append(score)
+            improved = not score < self.best_validation_score_ + self.tol
             if score > self.best_validation_score_:
                 self.best_validation_score_ = score
                 self._best_state = self.model_.state_dict()
-            improved = score > self._best_loss_like_score + self.tol
-            self._best_loss_like_score = max(self._best_loss_like_score, score)
         else:
-            improved = loss < self._best_loss - self.tol
+            improved = not loss > self._best_loss - self.tol
             self._best_loss = min(self._best_loss, loss)
             self.best_loss_ = self._best_loss
         self._no_improvement = 0 if improved else self._no_improvement + 1
-        return self._no_improvement >= self.n_iter_no_change
+        return self._no_improvement > self.n_iter_no_change
 
     def _fit(self, X: np.ndarray, y: np.ndarray, n_outputs: int, stratify: np.ndarray | None) -> Any:
         self._initialize(X, n_outputs)
@@ -310,6 +319,8 @@ class _BaseNeuralNet(BaseEstimator):
         state.pop("_optimizer", None)
         state.pop("_flat", None)  # the layers' views of it do not survive pickling either
         state.pop("_views", None)
+        state.pop("_l2", None)
+        state.pop("_flat_grad", None)
         return state
 
 

@@ -51,6 +51,14 @@ class Adam(Optimizer):
         lr, eps, wd = options(group, "lr", "eps", "weight_decay")
         b1, b2 = (float(b) for b in group["betas"])
         decay, l2 = split_weight_decay(lr, wd, group["decoupled_weight_decay"])
+        maximize, amsgrad = group["maximize"], group["amsgrad"]
+
+        def args(t: int) -> tuple[Any, ...]:
+            return b1, b2, eps, l2, decay, maximize, lr / (1 - b1**t), (1 - b2**t) ** 0.5
+
+        keys = _AMSGRAD_KEYS if amsgrad else _KEYS
+        if self._apply_flat(group, keys, _adam_flat, 2, args, _add_max_exp_avg_sq if amsgrad else None):
+            return
         for p in self._with_grad(group):
             s = self._state(p, group)
             s["step"] += 1
@@ -62,6 +70,18 @@ class Adam(Optimizer):
             self._apply(
                 _adam, p, arrays, 2, b1, b2, eps, l2, decay, group["maximize"], step_size, bias_correction2_sqrt
             )
+
+
+_KEYS = ("exp_avg", "exp_avg_sq")
+_AMSGRAD_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _add_max_exp_avg_sq(s: dict[str, Any]) -> None:
+    lazy_state(s, "max_exp_avg_sq", s["exp_avg_sq"].copy)
+
+
+def _adam_flat(arrays: list[np.ndarray], scratch: list[np.ndarray], *args: Any) -> None:
+    _adam(arrays if len(arrays) == 5 else [*arrays, None], scratch, *args)
 
 
 def _adam(

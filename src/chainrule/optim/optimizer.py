@@ -3,11 +3,17 @@
 Updates work on `p.data` in place (NumPy `out=`), reuse a small pool of scratch arrays so that a
 training step allocates almost nothing, and keep the parameter's dtype: hyperparameters are turned
 into Python floats, which NumPy never lets upcast a float32 array.
+
+Optimizers that support it (Adam, AdamW) update a whole parameter group at once ("multi-tensor"):
+the group's parameters and state arrays are re-homed as views of one flat array each, so that the
+dozen elementwise passes of an update run once over the group instead of once per parameter (for
+small models the per-call overhead of NumPy dominates). See `_FlatGroup`.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -64,6 +70,125 @@ def square_avg_(v: np.ndarray, g: np.ndarray, beta: float, tmp: np.ndarray) -> N
     v += tmp
 
 
+class _Holder:
+    __slots__ = ("data",)
+
+
+def _attr_refs(t: Any) -> int:
+    return sys.getrefcount(t.data)
+
+
+def _item_refs(d: dict[str, Any], k: str) -> int:
+    return sys.getrefcount(d[k])
+
+
+# what the two counters read for an array that nothing else holds (measured, not assumed: CPython versions differ)
+_h = _Holder()
+_h.data = np.empty(0)
+_SOLE_ATTR = _attr_refs(_h)
+_SOLE_ITEM = _item_refs({"a": np.empty(0)}, "a")
+del _h
+
+
+class _FlatGroup:
+    """A parameter group whose parameters (`p.data`) and per-parameter state arrays are views of flat
+    arrays (`flat[0]`: the values, then one per state name), plus a flat gradient that each step fills.
+
+    Each step checks that nothing was replaced behind its back (p.data assigned, state loaded, a
+    parameter without gradient, steps out of step); if anything was, the group is flattened again or
+    updated parameter by parameter. A group of one C-contiguous parameter is used in place (no copy).
+    Arrays that something else holds (the NumPy array given to from_numpy, a view of p.data, a state
+    array kept by the caller) are never moved: they would stop seeing the updates, so such a group is
+    updated parameter by parameter, in place, as before.
+    """
+
+    __slots__ = (
+        "params",
+        "views",
+        "states",
+        "expected",
+        "grads",
+        "flat",
+        "grad",
+        "keys",
+        "dtype",
+        "scratch",
+        "_arrays",
+    )
+
+    def __init__(
+        self, params: list[Tensor], states: list[dict[str, Any]], keys: tuple[str, ...], nscratch: int
+    ) -> None:
+        dtype = params[0].data.dtype
+        self.params, self.states, self.keys, self.dtype = list(params), states, keys, dtype
+        n = sum(p.data.size for p in params)
+        # a group that fits one cache-sized piece keeps its own scratch arrays (larger ones go piece by piece)
+        fits = n <= max(1024, _CHUNK_BYTES // dtype.itemsize)
+        self.scratch = [np.empty(n, dtype) for _ in range(nscratch)] if fits else None
+        if len(params) == 1:  # no copy: the parameter and its state are already flat (C-contiguous, checked)
+            p, s = params[0], states[0]
+            self.flat = [p.data.reshape(-1)] + [s[k].reshape(-1) for k in keys]
+            self.grad = None  # the parameter's own gradient is used
+            self.grads = []
+        else:
+            self.flat = [np.empty(n, dtype) for _ in range(1 + len(keys))]
+            self.grad = np.empty(n, dtype)
+            self.grads = []
+            off = 0
+            for p, s in zip(params, states):
+                size, shape = p.data.size, p.data.shape
+                pieces = [f[off : off + size].reshape(shape) for f in self.flat]
+                pieces[0][...] = p.data
+                p.data = pieces[0]
+                for k, piece in zip(keys, pieces[1:]):
+                    piece[...] = s[k]
+                    s[k] = piece
+                self.grads.append(self.grad[off : off + size].reshape(shape))
+                off += size
+        self.views = [p.data for p in params]
+        self.expected = [tuple(s[k] for k in keys) for s in states]
+        self._arrays = None if self.grad is None else [self.flat[0], self.grad, *self.flat[1:]]
+
+    def gather(self, params: list[Tensor], state: dict[Tensor, dict[str, Any]], keys: tuple[str, ...]) -> int | None:
+        """Check that the group is still laid out on the flat arrays with state `keys` and copy the gradients
+        into the flat gradient; returns the (common) step count, or None when the flat update can't be used."""
+        if len(params) != len(self.params) or keys != self.keys:
+            return None
+        dtype, step, grads, state_get = self.dtype, None, self.grads, state.get
+        for p, q, view, s, expected, i in zip(
+            params, self.params, self.views, self.states, self.expected, range(len(params))
+        ):
+            g = p.grad
+            if p is not q or p.data is not view or g is None or state_get(p) is not s:
+                return None
+            g = g.data
+            if g.shape != view.shape or g.dtype != dtype:
+                return None
+            for k, a in zip(keys, expected):
+                if s.get(k) is not a:
+                    return None
+            t = s.get("step")
+            if step is None:
+                step = t
+            elif t != step:
+                return None
+            if grads:
+                np.copyto(grads[i], g)
+        return step
+
+    def arrays(self) -> list[np.ndarray]:
+        """[values, gradient, *state] as flat arrays (after `gather`)."""
+        if self._arrays is not None:
+            return self._arrays
+        return [self.flat[0], self.params[0].grad.data.reshape(-1), *self.flat[1:]]
+
+    def finish(self, step: int) -> None:
+        """Record the step in every parameter's state and mark the parameters as modified in place."""
+        for p, s in zip(self.params, self.states):
+            s["step"] = step
+            p._version += 1
+
+
 class Optimizer:
     """Holds parameter groups (dicts with "params" and per-group options) and per-parameter state.
 
@@ -86,6 +211,7 @@ class Optimizer:
         self.state: dict[Tensor, dict[str, Any]] = {}
         self.param_groups: list[dict[str, Any]] = []
         self._pool: dict[str, list[np.ndarray]] = {}  # scratch arrays by dtype
+        self._flats: dict[int, _FlatGroup] = {}  # by id(param group), for the multi-tensor updates
         params = list(params)
         if not params:
             raise ValueError(f"{name} got an empty parameter list")
@@ -221,6 +347,93 @@ class Optimizer:
             kernel(arrays, [np.empty_like(first) for _ in range(nscratch)], *args)
         p._version += 1
 
+    def _apply_flat(
+        self,
+        group: dict[str, Any],
+        keys: tuple[str, ...],
+        kernel: Callable[..., None],
+        nscratch: int,
+        args: Callable[[int], tuple[Any, ...]],
+        prepare: Callable[[dict[str, Any]], None] | None = None,
+    ) -> bool:
+        """Update the whole group at once: kernel([values, grad, *state[keys]], scratch, *args(step)) on
+        flat arrays, where step is the common step count after this update. Returns False (and does
+        nothing) when that is not possible: a parameter without gradient, mixed or non-float dtypes,
+        non-C-contiguous values, state of another shape, dtype or step; the caller then updates each
+        parameter on its own. `prepare(state)` fills state entries made lazily (e.g. AMSGrad's).
+        """
+        params = group["params"]
+        flat = self._flats.get(id(group))
+        step = None if flat is None else flat.gather(params, self.state, keys)
+        if step is None:
+            flat = self._flats.pop(id(group), None)  # drop the old layout, so its views count as nobody's
+            flat = self._flatten(group, keys, prepare, nscratch)
+            if flat is None:
+                self._flats.pop(id(group), None)
+                return False
+            self._flats[id(group)] = flat
+            step = flat.gather(params, self.state, keys)
+            if step is None:  # pragma: no cover - a fresh layout always passes
+                return False
+        step += 1
+        arrays = flat.arrays()
+        extra = args(step)
+        if flat.scratch is not None and len(flat.scratch) == nscratch:
+            kernel(arrays, flat.scratch, *extra)
+        else:
+            n = arrays[0].size
+            size = max(1024, _CHUNK_BYTES // arrays[0].itemsize)
+            bufs = self._flat_scratch(arrays[0].dtype, min(n, size), nscratch)
+            for s in range(0, n, size):
+                e = min(s + size, n)
+                kernel([a[s:e] for a in arrays], [b[: e - s] for b in bufs], *extra)
+        flat.finish(step)
+        return True
+
+    def _flatten(
+        self,
+        group: dict[str, Any],
+        keys: tuple[str, ...],
+        prepare: Callable[[dict[str, Any]], None] | None,
+        nscratch: int,
+    ) -> _FlatGroup | None:
+        params = group["params"]
+        if not params:
+            return None
+        dtype = params[0].data.dtype
+        if dtype.kind != "f":
+            return None
+        for p in params:
+            d, g = p.data, p.grad
+            if g is None or d.dtype != dtype or not d.flags.c_contiguous or not d.flags.writeable:
+                return None
+            if g.data.shape != d.shape or g.data.dtype != dtype:
+                return None
+        del d, g
+        several = len(params) > 1
+        if several and any(_attr_refs(p) > _SOLE_ATTR for p in params):
+            return None  # some p.data is held elsewhere: moving it would hide the updates from its holder
+        states = []
+        for p in params:
+            s = self._state(p, group)
+            if prepare is not None:
+                prepare(s)
+            states.append(s)
+        step = states[0].get("step")
+        for p, s in zip(params, states):
+            if s.get("step") != step or not isinstance(step, int):
+                return None
+            for k in keys:
+                a = s.get(k)
+                if not isinstance(a, np.ndarray) or a.shape != p.data.shape or a.dtype != dtype:
+                    return None
+                if not a.flags.c_contiguous or not a.flags.writeable:
+                    return None
+                del a
+                if several and _item_refs(s, k) > _SOLE_ITEM:
+                    return None
+        return _FlatGroup(params, states, keys, nscratch)
+
     def _flat_scratch(self, dtype: np.dtype, n: int, k: int) -> list[np.ndarray]:
         bufs = self._pool.setdefault(dtype.str, [])
         for i in range(k):
@@ -229,6 +442,12 @@ class Optimizer:
             elif bufs[i].size < n:
                 bufs[i] = np.empty(n, dtype)
         return bufs[:k]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a copy (deepcopy, pickle) copies the parameters' arrays apart from the flat ones: lay out again
+        state = self.__dict__.copy()
+        state["_flats"] = {}
+        return state
 
     # ------------------------------------------------------------------ state dicts
     def state_dict(self) -> dict[str, Any]:
