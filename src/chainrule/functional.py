@@ -387,6 +387,11 @@ def cross_entropy(
         return -prod.sum() / (input.data.size // c)
     t = _indices("cross_entropy", t_raw)
     _class_shapes("cross_entropy", input, t)
+    if input.ndim == 2 and weight is None and label_smoothing == 0:
+        c = input.shape[1]
+        # one comparison checks 0 <= t < C (negatives wrap to huge unsigned values); no target can be ignored
+        if not 0 <= ignore_index < c and (t.view(np.uint64) < c).all():
+            return _fused_cross_entropy(input, t, reduction)
     valid = _check_classes("cross_entropy", input, t, ignore_index)
     if input.ndim == 2 and weight is None and label_smoothing == 0 and valid.all():
         return _fused_cross_entropy(input, t, reduction)
@@ -408,6 +413,10 @@ def cross_entropy(
 
 
 def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor:
+    """Cross-entropy of logits (N, C) against valid class indices t (N,) as one node.
+
+    loss_i = −log_softmax(x)_it (computed with the row max subtracted); backward: (softmax(x) − onehot(t))·g.
+    """
     n, _ = input.shape
     x = input.data
     shifted = x - x.max(axis=1, keepdims=True)
@@ -416,20 +425,22 @@ def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor
     losses = -logp[rows, t]
     if reduction == "none":
         out_data, scale = losses, None
+    elif reduction == "sum":
+        out_data, scale = np.asarray(losses.sum(), dtype=x.dtype), 1.0
     else:
-        out_data = np.asarray(losses.mean() if reduction == "mean" else losses.sum(), dtype=x.dtype)
-        scale = 1.0 / n if reduction == "mean" else 1.0
+        out_data = np.asarray(losses.sum() / n if n else losses.mean(), dtype=x.dtype)
+        scale = 1.0 / n if n else 1.0
 
     def backward(g: Tensor) -> tuple[Tensor]:
         if is_grad_enabled():  # create_graph: softmax recomputed as a recorded op
             onehot = np.zeros_like(x)
             onehot[rows, t] = 1.0
             dlogits = softmax(input, 1) - Tensor(onehot)
-        else:
-            d = np.exp(logp)
-            d[rows, t] -= 1.0
-            dlogits = Tensor(d)
-        return ((dlogits * (g * scale) if scale is not None else dlogits * g.reshape(n, 1)),)
+            return ((dlogits * (g * scale) if scale is not None else dlogits * g.reshape(n, 1)),)
+        d = np.exp(logp)  # a new array: logp stays intact for a second backward (retain_graph)
+        d[rows, t] -= 1.0
+        d *= g.data * scale if scale is not None else g.data.reshape(n, 1)
+        return (Tensor(d),)
 
     return record("cross_entropy", out_data, (input,), backward)
 
