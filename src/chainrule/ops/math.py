@@ -143,6 +143,14 @@ def matmul(a: Any, b: Any) -> Tensor:
     return record("matmul", out, (a, b), backward)
 
 
+def _column_sums(g: np.ndarray) -> np.ndarray:
+    """g.sum(0) of a 2-D float array; a column-major g as one matrix-vector product (NumPy's reduction
+    along contiguous columns is ~4x slower)."""
+    if g.flags.c_contiguous or g.dtype.kind != "f" or g.dtype.itemsize < 4:
+        return g.sum(0)
+    return np.ones(g.shape[0], g.dtype) @ g
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight.T + bias. x: (..., in), weight: (out, in), bias: (out,) -> (..., out).
 
@@ -171,7 +179,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             return (
                 Tensor(gx) if gx is not None else None,
                 Tensor(g2.T @ x2) if weight.requires_grad else None,
-                Tensor(g2.sum(0)) if bias is not None and bias.requires_grad else None,
+                Tensor(_column_sums(g2)) if bias is not None and bias.requires_grad else None,
             )
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
