@@ -143,12 +143,22 @@ def matmul(a: Any, b: Any) -> Tensor:
     return record("matmul", out, (a, b), backward)
 
 
+_ONES: dict[tuple[int, str], np.ndarray] = {}  # read-only vectors of ones for _column_sums, by (length, dtype)
+
+
 def _column_sums(g: np.ndarray) -> np.ndarray:
     """g.sum(0) of a 2-D float array; a column-major g as one matrix-vector product (NumPy's reduction
     along contiguous columns is ~4x slower)."""
     if g.flags.c_contiguous or g.dtype.kind != "f" or g.dtype.itemsize < 4:
         return g.sum(0)
-    return np.ones(g.shape[0], g.dtype) @ g
+    key = (g.shape[0], g.dtype.str)
+    ones = _ONES.get(key)
+    if ones is None:
+        if len(_ONES) >= 32:  # batch sizes vary little; keep the cache small anyway
+            _ONES.clear()
+        ones = _ONES[key] = np.ones(key[0], g.dtype)
+        ones.flags.writeable = False
+    return ones @ g
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -65,7 +65,7 @@ class SGD(Optimizer):
                 state["momentum_buffer"] = buf = np.empty_like(p.data)
                 self._apply(_sgd_momentum, p, [buf], 2, lr, mom, damp, wd, nesterov, maximize, True)
             elif plain and _same_layout(p.data, p.grad.data, buf):
-                _heavy_ball(p.data.reshape(-1), p.grad.data.reshape(-1), buf.reshape(-1), lr, mom, self._flat_scratch)
+                _heavy_ball(p.data, p.grad.data, buf, lr, mom, self._flat_scratch)
                 p._version += 1
             else:
                 self._apply(_sgd_momentum, p, [buf], 2, lr, mom, damp, wd, nesterov, maximize, False)
@@ -117,17 +117,17 @@ def _same_layout(p: np.ndarray, grad: np.ndarray, buf: np.ndarray) -> bool:
 
 
 def _heavy_ball(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float, mom: float, scratch: Callable) -> None:
-    """b <- momentum·b + g; w <- w − lr·b on flat arrays: the arithmetic of _sgd_momentum without dampening,
-    weight decay, Nesterov or maximize, in four passes over cache-sized pieces with one scratch array."""
+    """b <- momentum·b + g; w <- w − lr·b (arrays of one shape, C-contiguous): the arithmetic of _sgd_momentum
+    without dampening, weight decay, Nesterov or maximize, in four passes over cache-sized pieces."""
     n = p.size
-    size = max(1024, _CHUNK_BYTES // p.itemsize)
-    if n <= size:
-        tmp = scratch(p.dtype, n, 1)[0][:n]
+    if n <= 4096:  # small: a temporary costs less than fetching scratch
         buf *= mom
         buf += g
-        p -= np.multiply(buf, lr, out=tmp)
+        p -= buf * lr
         return
-    whole = scratch(p.dtype, size, 1)[0]
+    p, g, buf = p.reshape(-1), g.reshape(-1), buf.reshape(-1)
+    size = max(1024, _CHUNK_BYTES // p.itemsize)
+    whole = scratch(p.dtype, min(n, size), 1)[0]
     for s in range(0, n, size):
         e = min(s + size, n)
         b = buf[s:e]
