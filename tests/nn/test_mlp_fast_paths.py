@@ -173,11 +173,11 @@ def test_cross_entropy_ignore_index_among_the_classes_is_still_ignored() -> None
 
 
 def test_sgd_momentum_large_parameter_is_chunked_and_matches_torch() -> None:
-    """A parameter of 3 cache-sized chunks plus a remainder (float32, as in W2) and a small one."""
+    """Parameters of 3 cache-sized chunks plus a remainder, of one chunk and small ones (float32, as in W2)."""
     rng = np.random.default_rng(7)
-    big, small = rng.standard_normal((3 * 65536 + 100,)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
-    cps = [cr.tensor(big, requires_grad=True), cr.tensor(small, requires_grad=True)]
-    tps = [torch.tensor(big, requires_grad=True), torch.tensor(small, requires_grad=True)]
+    values = [rng.standard_normal(shape).astype(np.float32) for shape in ((3 * 65536 + 100,), (70, 70), (5,), ())]
+    cps = [cr.tensor(v, requires_grad=True) for v in values]
+    tps = [torch.tensor(v, requires_grad=True) for v in values]
     copt, topt = optim.SGD(cps, lr=0.01, momentum=0.9), torch.optim.SGD(tps, lr=0.01, momentum=0.9)
     for _ in range(3):
         for cp, tp in zip(cps, tps):
