@@ -20,10 +20,17 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import WORKLOADS
 from .common import THREADS
+
+# Pause before each timed run: after its last call, a worker's BLAS/OpenMP threads keep spinning for ~0.1 s
+# (OpenBLAS's thread timeout), which on 2 cores takes a core from the next worker's run and stalls its own
+# 2-thread products (W2 at 2 threads: each implementation up to 2x slower, chainrule, mostly run right after
+# numpy, most). With the pause each run starts on an otherwise idle machine, as it would run alone.
+SETTLE_S = 0.25
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +110,8 @@ def run_workload(name: str, repeats: int = 5, steps: int | None = None, epochs: 
         for r in range(repeats):
             order = live[r % len(live) :] + live[: r % len(live)] if live else []
             for impl in order:
+                if threads > 1:
+                    time.sleep(SETTLE_S)
                 out = workers[impl].ask(cmd="run", n=steps)
                 times[impl].append(out["seconds"] / steps)
                 cpu[impl].append(out["cpu_seconds"] / steps)

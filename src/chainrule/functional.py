@@ -358,6 +358,14 @@ def cross_entropy(
     distribution: (1 − ε)·target + ε/C. For plain class indices on (N, C) input this is one
     fused node whose backward is (softmax(input) − onehot(target))·g.
     """
+    if weight is None and not label_smoothing and reduction in _REDUCTIONS and input.ndim == 2:
+        # the training-loop case first, with the fewest calls: int64 class indices (N,), all in [0, C)
+        t = target.data if isinstance(target, Tensor) else target
+        if type(t) is np.ndarray and t.dtype == np.int64 and t.shape == input.shape[:1]:
+            c = input.shape[1]
+            # one comparison checks 0 <= t < C (negatives wrap to huge unsigned values); no target can be ignored
+            if not 0 <= ignore_index < c and (t.view(np.uint64) < c).all():
+                return _fused_cross_entropy(input, t, reduction)
     _check_reduction(reduction, "cross_entropy")
     weight = _weight(weight, input)
     if not 0.0 <= label_smoothing <= 1.0:
@@ -408,28 +416,35 @@ def cross_entropy(
 
 
 def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor:
+    """Cross-entropy of logits (N, C) against valid class indices t (N,) as one node.
+
+    loss_i = −log_softmax(x)_it (computed with the row max subtracted); backward: (softmax(x) − onehot(t))·g.
+    """
     n, _ = input.shape
     x = input.data
-    shifted = x - x.max(axis=1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    # the ufuncs' reduce directly (what x.max / x.sum call): the same results with fewer Python-level calls
+    shifted = x - np.maximum.reduce(x, axis=1, keepdims=True)
+    logp = shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
     rows = np.arange(n)
-    losses = -logp[rows, t]
+    picked = logp[rows, t]
     if reduction == "none":
-        out_data, scale = losses, None
+        out_data, scale = -picked, None
+    elif reduction == "sum":
+        out_data, scale = np.asarray(-np.add.reduce(picked), dtype=x.dtype), 1.0
     else:
-        out_data = np.asarray(losses.mean() if reduction == "mean" else losses.sum(), dtype=x.dtype)
-        scale = 1.0 / n if reduction == "mean" else 1.0
+        out_data = np.asarray(-np.add.reduce(picked) / n if n else -picked.mean(), dtype=x.dtype)
+        scale = 1.0 / n if n else 1.0
 
     def backward(g: Tensor) -> tuple[Tensor]:
         if is_grad_enabled():  # create_graph: softmax recomputed as a recorded op
             onehot = np.zeros_like(x)
             onehot[rows, t] = 1.0
             dlogits = softmax(input, 1) - Tensor(onehot)
-        else:
-            d = np.exp(logp)
-            d[rows, t] -= 1.0
-            dlogits = Tensor(d)
-        return ((dlogits * (g * scale) if scale is not None else dlogits * g.reshape(n, 1)),)
+            return ((dlogits * (g * scale) if scale is not None else dlogits * g.reshape(n, 1)),)
+        d = np.exp(logp)  # a new array: logp stays intact for a second backward (retain_graph)
+        d[rows, t] -= 1.0
+        d *= g.data * scale if scale is not None else g.data.reshape(n, 1)
+        return (Tensor(d),)
 
     return record("cross_entropy", out_data, (input,), backward)
 

@@ -454,8 +454,10 @@ def run_backward(
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
     grads: dict[int, Tensor] = {}
     user_given: set[int] = set()
+    seeds = []  # kept alive until the end, so that no array made meanwhile gets an id in user_given
     for r, g in zip(roots, grad_roots):
         g = _seed(r, g)
+        seeds.append(g)
         user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
         grads[id(r)] = grads[id(r)] + g if id(r) in grads else g
     wanted = None if inputs is None else {id(t) for t in inputs}

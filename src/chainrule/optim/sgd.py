@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
-from .optimizer import Optimizer, effective_grad, options
+from .optimizer import _CHUNK_BYTES, Optimizer, effective_grad, options
 
 
 class SGD(Optimizer):
@@ -48,6 +48,7 @@ class SGD(Optimizer):
     def _update_group(self, group: dict[str, Any]) -> None:
         lr, mom, damp, wd = options(group, "lr", "momentum", "dampening", "weight_decay")
         nesterov, maximize = group["nesterov"], group["maximize"]
+        plain = not (damp or wd or nesterov or maximize)  # classic momentum: the lean _heavy_ball update
         for p in self._with_grad(group):
             if not mom:
                 g = p.grad.data
@@ -59,10 +60,15 @@ class SGD(Optimizer):
                     self._apply(_sgd, p, [], 2, lr, wd, maximize)
                 continue
             state = self.state.setdefault(p, {})
-            first = state.get("momentum_buffer") is None
-            if first:
-                state["momentum_buffer"] = np.empty_like(p.data)
-            self._apply(_sgd_momentum, p, [state["momentum_buffer"]], 2, lr, mom, damp, wd, nesterov, maximize, first)
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                state["momentum_buffer"] = buf = np.empty_like(p.data)
+                self._apply(_sgd_momentum, p, [buf], 2, lr, mom, damp, wd, nesterov, maximize, True)
+            elif plain and _same_layout(p.data, p.grad.data, buf):
+                _heavy_ball(p.data, p.grad.data, buf, lr, mom, self._flat_scratch)
+                p._version += 1
+            else:
+                self._apply(_sgd_momentum, p, [buf], 2, lr, mom, damp, wd, nesterov, maximize, False)
 
 
 def _sgd(arrays: list[np.ndarray], scratch: list[np.ndarray], lr: float, wd: float, maximize: bool) -> None:
@@ -95,3 +101,36 @@ def _sgd_momentum(
     else:
         g = buf
     p -= np.multiply(g, lr, out=tmp)
+
+
+def _same_layout(p: np.ndarray, grad: np.ndarray, buf: np.ndarray) -> bool:
+    """All three C-contiguous with one shape and dtype (so that they can be updated as flat arrays)."""
+    return (
+        grad.shape == p.shape
+        and buf.shape == p.shape
+        and grad.dtype == p.dtype
+        and buf.dtype == p.dtype
+        and p.flags.c_contiguous
+        and grad.flags.c_contiguous
+        and buf.flags.c_contiguous
+    )
+
+
+def _heavy_ball(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float, mom: float, scratch: Callable) -> None:
+    """b <- momentum·b + g; w <- w − lr·b (arrays of one shape, C-contiguous): the arithmetic of _sgd_momentum
+    without dampening, weight decay, Nesterov or maximize, in four passes over cache-sized pieces."""
+    n = p.size
+    if n <= 4096:  # small: a temporary costs less than fetching scratch
+        buf *= mom
+        buf += g
+        p -= buf * lr
+        return
+    p, g, buf = p.reshape(-1), g.reshape(-1), buf.reshape(-1)
+    size = max(1024, _CHUNK_BYTES // p.itemsize)
+    whole = scratch(p.dtype, min(n, size), 1)[0]
+    for s in range(0, n, size):
+        e = min(s + size, n)
+        b = buf[s:e]
+        b *= mom
+        b += g[s:e]
+        p[s:e] -= np.multiply(b, lr, out=whole[: e - s])
