@@ -149,3 +149,56 @@ def test_yaml_spec(tmp_path):
     (tmp_path / "bad.yaml").write_text("layers: [\n")
     with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
         parse_spec(str(tmp_path / "bad.yaml"))
+
+
+# ----------------------------------------------------------------------------- learning-rate schedulers
+
+
+def test_parse_scheduler_forms() -> None:
+    from chainrule.spec import parse_scheduler
+
+    assert parse_scheduler("cosine") == ("cosine", {})
+    assert parse_scheduler("step:step_size=10,gamma=0.5") == ("step", {"step_size": 10, "gamma": 0.5})
+    assert parse_scheduler("multistep:milestones=10/20") == ("multistep", {"milestones": [10, 20]})
+    assert parse_scheduler("plateau:mode=max,factor=1e-1") == ("plateau", {"mode": "max", "factor": 0.1})
+    assert parse_scheduler({"name": "step", "step_size": 3}) == ("step", {"step_size": 3})
+    with pytest.raises(ConfigError, match="not key=value"):
+        parse_scheduler("step:10")
+    with pytest.raises(ConfigError, match="needs a 'name'"):
+        parse_scheduler({"step_size": 3})
+
+
+def test_make_scheduler_matches_torch_schedule() -> None:
+    import torch
+
+    from chainrule import nn, optim
+    from chainrule.spec import make_scheduler
+
+    for spec, make_torch in [
+        ("cosine", lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=8)),
+        ("step:step_size=3,gamma=0.5", lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
+        ("multistep:milestones=2/5", lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [2, 5])),
+        ("exponential:gamma=0.9", lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9)),
+    ]:
+        ours = optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+        theirs = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
+        s1, s2 = make_scheduler(spec, ours, epochs=8), make_torch(theirs)
+        for _ in range(8):
+            ours.step()
+            theirs.step()
+            s1.step()
+            s2.step()
+            assert ours.param_groups[0]["lr"] == pytest.approx(theirs.param_groups[0]["lr"], rel=1e-12), spec
+
+
+def test_train_with_scheduler_logs_the_schedule_and_resumes(tmp_path) -> None:
+    import json
+
+    from chainrule.job import run_training, validate_config
+
+    cfg = validate_config(
+        {"data": "xor", "epochs": 5, "optimizer": "sgd", "lr": 0.2, "scheduler": "step:step_size=2,gamma=0.5"}
+    )
+    run_training({**cfg, "out": str(tmp_path / "r"), "plot": False}, quiet=True)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.2, 0.2, 0.1, 0.1, 0.05])

@@ -32,13 +32,15 @@ TRAIN_EPILOG = """examples:
   chainrule train                                   MLP on digits, Adam, 75/25 split: prints test accuracy
   chainrule train --data xor --model mlp:8 --activation tanh --epochs 300 --lr 0.01
   chainrule train --data sine --model mlp:32,32 --loss mse --optimizer sgd --lr 0.05 --momentum 0.9
+  chainrule train --optimizer sgd --lr 0.1 --epochs 40 --scheduler cosine    lr annealed to 0 over the 40 epochs
   chainrule train --data my.csv --target price --val-split 0.2 --early-stopping 10
   chainrule train job.toml --epochs 50              options from a TOML/JSON file, overridden on the line
   chainrule train --resume runs/digits-20260101-120000   continue an interrupted run
   mpiexec -n 2 chainrule train --distributed       data-parallel over 2 MPI ranks (docs/distributed.md)
 
 a CONFIG file holds the same options as keys (batch_size, val_split, ...); "model" may also be a list
-of layers, e.g. [{type = "Linear", out_features = 64}, {type = "ReLU"}, {type = "Linear"}].
+of layers, e.g. [{type = "Linear", out_features = 64}, {type = "ReLU"}, {type = "Linear"}], and "scheduler"
+a table, e.g. {name = "step", step_size = 10, gamma = 0.5}.
 """
 
 
@@ -111,6 +113,7 @@ _TRAIN_KEYS = (
     "lr",
     "momentum",
     "weight_decay",
+    "scheduler",
     "epochs",
     "tol",
     "patience",
@@ -152,6 +155,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default: 0.001 for Adam, 0.1 for SGD)")
     p.add_argument("--momentum", type=float, help="SGD momentum")
     p.add_argument("--weight-decay", type=float)
+    p.add_argument(
+        "--scheduler",
+        metavar="NAME[:K=V,...]",
+        help="learning-rate schedule, stepped each epoch: cosine | step:step_size=10,gamma=0.5 | "
+        "multistep:milestones=10/20 | exponential:gamma=0.95 | linear | plateau:factor=0.5,patience=2 (default: none)",
+    )
     p.add_argument("--epochs", type=int, help="epoch budget (default: 30)")
     p.add_argument("--batch-size", type=_batch_size, default=argparse.SUPPRESS, help="samples per step or 'full'")
     p.add_argument("--tol", type=float, help="converged when the loss improves by less than this ...")

@@ -21,7 +21,7 @@ from .data.builtin import DATASETS
 from .errors import ChainruleError, ConfigError, DataError, ModelFileError, TrainingError
 from .random import manual_seed
 from .serialize import atomic_write_text, default_extension, load_with_metadata, save
-from .spec import build_model, make_loss, make_optimizer, parse_spec
+from .spec import build_model, make_loss, make_optimizer, make_scheduler, parse_spec
 from .tensor import Tensor, no_grad
 from .train import checkpoint_path, evaluate, fit
 
@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": None,
     "momentum": None,
     "weight_decay": None,
+    "scheduler": None,
     "epochs": 30,
     "batch_size": 32,
     "tol": None,
@@ -70,6 +71,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "lr": (int, float),
     "momentum": (int, float),
     "weight_decay": (int, float),
+    "scheduler": (str, dict),
     "epochs": (int,),
     "batch_size": (int,),
     "tol": (int, float),
@@ -211,6 +213,7 @@ def build(cfg: dict[str, Any], prep: Prepared):
     lr = cfg["lr"] if cfg["lr"] is not None else DEFAULT_LR.get(str(opt_name).lower(), 1e-3)
     opts = {"momentum": cfg["momentum"], "weight_decay": cfg["weight_decay"]}
     optimizer = make_optimizer(opt_name, model.parameters(), lr=lr, **opts)
+    scheduler = make_scheduler(cfg["scheduler"], optimizer, cfg["epochs"]) if cfg["scheduler"] is not None else None
     x, y = prep.train
     try:  # one forward pass on two samples, so a loss that does not fit the task fails before anything is written
         with no_grad():
@@ -219,7 +222,7 @@ def build(cfg: dict[str, Any], prep: Prepared):
         raise ConfigError(f"loss {type(loss_fn).__name__} does not fit the {b.task} data: {e}") from None
     except (ValueError, TypeError, IndexError) as e:
         raise ConfigError(f"model and loss do not fit the data ({type(e).__name__}: {e})") from None
-    return model, loss_fn, optimizer
+    return model, loss_fn, optimizer, scheduler
 
 
 def run_training(
@@ -244,7 +247,7 @@ def run_training(
     else:
         cfg = validate_config(cfg)
     prep = prepare(cfg)
-    model, loss_fn, optimizer = build(cfg, prep)  # all checks pass before anything is written
+    model, loss_fn, optimizer, scheduler = build(cfg, prep)  # all checks pass before anything is written
     if resume_dir is None:
         out = Path(cfg["out"]) if cfg["out"] else _default_out(cfg)
         if distributed is not None:
@@ -255,7 +258,9 @@ def run_training(
         else:
             distributed.on_main(lambda: _create_run_dir(out, cfg), "creating the run directory")
     try:
-        return _train_in(cfg, prep, model, loss_fn, optimizer, out, resume_dir is not None, quiet, distributed)
+        return _train_in(
+            cfg, prep, model, loss_fn, optimizer, scheduler, out, resume_dir is not None, quiet, distributed
+        )
     except KeyboardInterrupt as e:
         msg = str(e) if "resume with" in str(e) else f"interrupted; resume with: chainrule train --resume {out}"
         raise KeyboardInterrupt(msg) from None
@@ -277,6 +282,7 @@ def _train_in(
     model: Any,
     loss_fn: Any,
     optimizer: Any,
+    scheduler: Any,
     out: Path,
     resume: bool,
     quiet: bool,
@@ -289,6 +295,7 @@ def _train_in(
         optimizer,
         prep.train,
         val_data=prep.val,
+        scheduler=scheduler,
         epochs=cfg["epochs"],
         batch_size=cfg["batch_size"],
         tol=cfg["tol"],

@@ -364,6 +364,71 @@ def loss_task(loss: Any) -> str:
     return "classification" if name in ("CrossEntropyLoss", "NLLLoss") else "regression"
 
 
+SCHEDULER_ALIASES = {
+    "step": "StepLR",
+    "multistep": "MultiStepLR",
+    "exponential": "ExponentialLR",
+    "exp": "ExponentialLR",
+    "linear": "LinearLR",
+    "cosine": "CosineAnnealingLR",
+    "plateau": "ReduceLROnPlateau",
+    "onecycle": "OneCycleLR",  # Python only (refused by make_scheduler), named so the message says why
+    "lambda": "LambdaLR",
+}
+
+
+def parse_scheduler(spec: str | dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """'cosine', 'step:step_size=10,gamma=0.5', 'multistep:milestones=10/20' or {"name": "step", "step_size": 10}
+    as (name, options); numbers become int or float, '/' separates the items of a list."""
+    if isinstance(spec, dict):
+        opts = dict(spec)
+        name = opts.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(f"scheduler table needs a 'name' (e.g. cosine, step, plateau), got {spec!r}"[:300])
+        return name, opts
+    name, _, rest = spec.partition(":")
+    opts: dict[str, Any] = {}
+    for item in filter(None, (i.strip() for i in rest.split(","))):
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"scheduler {spec!r}: option {item!r} is not key=value")
+        try:
+            values = [
+                float(v) if any(c in v for c in ".eE") or v in ("inf", "-inf") else int(v) for v in text.split("/")
+            ]
+        except ValueError:
+            values = [text]  # a word, e.g. mode=max
+        opts[key.strip()] = values if "/" in text else values[0]
+    return name.strip(), opts
+
+
+def make_scheduler(spec: str | dict[str, Any], optimizer: Any, epochs: int) -> Any:
+    """A learning-rate scheduler stepped once per epoch, by name (see SCHEDULER_ALIASES or any
+    chainrule.optim.lr_scheduler class). CosineAnnealingLR's T_max defaults to the epoch budget."""
+    from .optim import lr_scheduler
+
+    name, opts = parse_scheduler(spec)
+    try:
+        cls = find_class(SCHEDULER_ALIASES.get(_norm(name), name), lr_scheduler, lr_scheduler.LRScheduler, "scheduler")
+    except ConfigError as e:
+        raise ConfigError(f"{e}; short names: {', '.join(SCHEDULER_ALIASES)}") from None
+    if cls.__name__ in ("LambdaLR", "OneCycleLR"):
+        raise ConfigError(
+            f"scheduler {cls.__name__} needs a function or per-batch steps: use it from Python (fit(scheduler=...))"
+        )
+    if cls.__name__ == "CosineAnnealingLR":
+        opts.setdefault("T_max", max(int(epochs), 1))
+    sig = inspect.signature(cls.__init__).parameters
+    for k in opts:
+        if k not in sig or k in ("self", "optimizer"):
+            known = ", ".join(p for p in sig if p not in ("self", "optimizer", "last_epoch"))
+            raise ConfigError(f"scheduler {cls.__name__} has no option {k!r} (options: {known})")
+    try:
+        return cls(optimizer, **opts)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"scheduler {cls.__name__}: {e}") from None
+
+
 def make_optimizer(name: str, params: Any, lr: float | None = None, **options: Any) -> Any:
     """An optimizer by name ('sgd', 'adam', 'adamw', or any chainrule.optim class)."""
     from . import optim
