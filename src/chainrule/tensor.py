@@ -145,6 +145,7 @@ class Tensor:
         "_op",
         "_prev",
         "_backward",
+        "_np_backward",
         "_saved",
         "_version",
         "_retains_grad",
@@ -159,6 +160,7 @@ class Tensor:
         self._op: str | None = None  # name of the op that made this tensor; None for leaves
         self._prev: tuple[Tensor, ...] = ()
         self._backward: Callable | None = None
+        self._np_backward: Callable | None = None  # the same rule on NumPy values (see record)
         self._saved: tuple = ()  # (tensor, version) pairs checked before backward
         self._version = 0
         self._retains_grad = False
@@ -176,6 +178,7 @@ class Tensor:
         t._op = None
         t._prev = ()
         t._backward = None
+        t._np_backward = None
         t._saved = ()
         t._version = 0
         t._retains_grad = False
@@ -375,7 +378,12 @@ _ANOMALY: list[Any] = [None]  # the hook of chainrule.anomaly while detect_anoma
 
 
 def record(
-    op: str, data: np.ndarray, parents: tuple[Tensor, ...], backward: Callable, saved: tuple[Tensor, ...] | None = None
+    op: str,
+    data: np.ndarray,
+    parents: tuple[Tensor, ...],
+    backward: Callable,
+    saved: tuple[Tensor, ...] | None = None,
+    np_backward: Callable | None = None,
 ) -> Tensor:
     """Wrap `data` as the result of `op`, recording `backward` when gradients are needed.
 
@@ -383,9 +391,15 @@ def record(
     or None) per parent, written with Tensor operations so it is itself differentiable.
     `saved` lists the parents whose values `backward` reads (default: all of them); an
     in-place change to one of them before backward is an error.
+
+    `np_backward` (optional) is the same rule on NumPy values: g is an ndarray, or a NumPy scalar
+    for a 0-d result, and it returns NumPy values (or None), each of the parent's shape or of a shape
+    that broadcasting stretched it to (the engine sums those dims). Without `create_graph` the engine
+    uses it instead of `backward`: no Tensor is made for the intermediate gradients, and scalar
+    arithmetic replaces ufunc calls for 0-d tensors (most of a scalar model's backward time).
     """
-    if _ANOMALY[0] is not None:  # chainrule.detect_anomaly() is active
-        backward = _ANOMALY[0](op, data, parents, backward)
+    if _ANOMALY[0] is not None:  # chainrule.detect_anomaly() is active: only `backward` is checked
+        backward, np_backward = _ANOMALY[0](op, data, parents, backward), None
     out = Tensor._wrap(data) if type(data) is np.ndarray else Tensor(data)
     if _GradMode.enabled:
         for p in parents:
@@ -394,9 +408,10 @@ def record(
                 out._op = op
                 out._prev = parents
                 out._backward = backward
+                out._np_backward = np_backward
                 saved = parents if saved is None else saved
                 if saved:
-                    out._saved = tuple(_with_bases(saved))
+                    out._saved = _with_bases(saved)
                 break
     return out
 
@@ -404,7 +419,7 @@ def record(
 _VIEW_OPS = frozenset(("reshape", "transpose", "permute", "expand", "flip", "getitem"))
 
 
-def _with_bases(saved: Iterable[Tensor]) -> list[tuple[Tensor, int]]:
+def _with_bases(saved: Iterable[Tensor]) -> tuple[tuple[Tensor, int], ...]:
     """(tensor, version) of each saved tensor and, for a view, of the tensors whose memory it shares,
     so that an in-place change through the base (e.g. an optimizer step on `w` after `x @ w.T`) is caught."""
     pairs = []
@@ -413,7 +428,7 @@ def _with_bases(saved: Iterable[Tensor]) -> list[tuple[Tensor, int]]:
         while s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data):
             s = s._prev[0]
             pairs.append((s, s._version))
-    return pairs
+    return tuple(pairs)
 
 
 # ----------------------------------------------------------------------------- engine
@@ -458,6 +473,19 @@ def _seed(t: Tensor, g: Any) -> Tensor:
     return g
 
 
+def _np_value(t: Tensor) -> Any:
+    """t's values for the NumPy pass: the array, or a NumPy scalar for a 0-d tensor (see ops/math.py)."""
+    d = t.data
+    return d if d.ndim else d[()]
+
+
+def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
+    """Sum the NumPy gradient `g` over the dims that broadcasting added or stretched, giving `shape`."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    return g.sum(axes, keepdims=True).reshape(shape) if axes else np.reshape(g, shape)
+
+
 def run_backward(
     roots: Sequence[Tensor],
     grad_roots: Sequence[Any],
@@ -469,16 +497,21 @@ def run_backward(
     """Propagate gradients from `roots` to every tensor of their graph.
 
     With `accumulate`, leaf gradients are added to `.grad`; otherwise (for `grad()`), the
-    gradients of `inputs` are returned in a dict keyed by id.
+    gradients of `inputs` are returned in a dict keyed by id. With `create_graph` the gradients
+    are Tensors and every step is recorded; otherwise they are NumPy values (see `record`'s
+    `np_backward`), wrapped in a Tensor only for an op without `np_backward` and at the end.
     """
     for r in roots:
         if not r.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
-    grads: dict[Tensor, Tensor] = {}  # keyed by the tensors themselves (see _topological_order)
+    use_np = not create_graph
+    grads: dict[Tensor, Any] = {}  # keyed by the tensors themselves (see _topological_order)
     user_given: set[int] = set()
     for r, g in zip(roots, grad_roots):
         g = _seed(r, g)
         user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
+        if use_np:
+            g = _np_value(g)
         grads[r] = grads[r] + g if r in grads else g
     wanted = None if inputs is None else set(inputs)
     result: dict[int, Tensor] = {}
@@ -492,13 +525,13 @@ def run_backward(
             if g is None:
                 continue
             if wanted is not None and t in wanted:
-                result[id(t)] = g
+                result[id(t)] = Tensor._wrap(np.asarray(g)) if use_np else g
             if t._op is None:  # leaf
                 if accumulate and (wanted is None or t in wanted):
                     _accumulate(t, g, create_graph, stolen, user_given)
                 continue
             if accumulate and (t._retains_grad or (wanted is not None and t in wanted)):
-                _accumulate(t, g, create_graph, stolen, user_given | {id(g.data)})
+                _accumulate(t, g, create_graph, stolen, user_given | {id(g.data if create_graph else g)})
             backward = t._backward
             if backward is None:
                 raise RuntimeError(
@@ -512,14 +545,23 @@ def run_backward(
                         f"one of the tensors needed for the gradient of {t._op} was modified by an in-place "
                         f"operation (shape {s.shape}, version {s._version}, expected {version})"
                     )
-            parent_grads = backward(g)
+            if not use_np:
+                parent_grads = backward(g)
+            elif t._np_backward is not None:
+                parent_grads = t._np_backward(g)
+            else:  # an op with only the Tensor rule: wrap g, unwrap what it returns
+                parent_grads = [None if pg is None else pg.data for pg in backward(Tensor._wrap(np.asarray(g)))]
             if not retain_graph:
-                t._backward = None
+                t._backward = t._np_backward = None
                 t._saved = ()
             for p, pg in zip(t._prev, parent_grads):
                 if pg is None or not p.requires_grad:
                     continue
-                if pg.data.shape != p.data.shape:
+                shape = p.data.shape
+                if use_np:
+                    if pg.shape != shape:
+                        pg = _sum_to(pg, shape)
+                elif pg.data.shape != shape:
                     raise AssertionError(f"internal: {t._op} gave a gradient of shape {pg.shape} for {p.shape}")
                 old = grads.get(p)
                 grads[p] = pg if old is None else old + pg
@@ -528,25 +570,27 @@ def run_backward(
     return result
 
 
-def _accumulate(t: Tensor, g: Tensor, create_graph: bool, stolen: set[int], shared: set[int]) -> None:
+def _accumulate(t: Tensor, g: Any, create_graph: bool, stolen: set[int], shared: set[int]) -> None:
+    """Add the gradient g (a Tensor with `create_graph`, else a NumPy value) to t.grad."""
     if create_graph:
         if t.grad is None:  # keep g's graph; a constant g may be shared (e.g. by both sides of an add): copy it
             t.grad = g if g.requires_grad else Tensor(g.data.copy())
         else:
             t.grad = t.grad + g
         return
+    arr = np.asarray(g)
     if t.grad is None:
-        arr = g.data
-        if arr.base is not None or id(arr) in stolen or id(arr) in shared or arr.dtype != t.dtype:
-            arr = arr.astype(t.dtype, copy=True)
+        dtype = t.data.dtype
+        if arr.base is not None or id(arr) in stolen or id(arr) in shared or arr.dtype != dtype:
+            arr = arr.astype(dtype, copy=True)
         stolen.add(id(arr))
-        t.grad = Tensor(arr)
+        t.grad = Tensor._wrap(arr)
     else:
         t.grad._version += 1
         if t.grad.requires_grad or not t.grad.data.flags.writeable:
-            t.grad = Tensor(t.grad.data + g.data)
+            t.grad = Tensor(t.grad.data + arr)
         else:
-            np.add(t.grad.data, g.data, out=t.grad.data, casting="same_kind")
+            np.add(t.grad.data, arr, out=t.grad.data, casting="same_kind")
 
 
 def grad(

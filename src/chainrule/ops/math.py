@@ -2,7 +2,8 @@
 
 Each op computes its value with NumPy and returns `record(name, value, parents, backward)`;
 `backward(g)` maps d(loss)/d(output) to d(loss)/d(each parent) with Tensor ops, so that
-it can itself be differentiated (`create_graph=True`).
+it can itself be differentiated (`create_graph=True`). Most ops also give `np_backward`, the
+same rule on NumPy values, which the engine uses when it records nothing (see `record`).
 
 Scalar models (the reference example) are fast because of one idiom: `arr[()]` is a 0-d array's value as
 a NumPy scalar, and arithmetic on NumPy scalars gives the same IEEE result as a ufunc on 0-d arrays at a
@@ -18,17 +19,6 @@ import numpy as np
 
 from ..tensor import Tensor, _GradMode, record
 from ._util import check_broadcast, const, unbroadcast
-
-
-def _np_unbroadcast(g: Any, shape: tuple[int, ...]) -> Tensor:
-    """Fast path of `unbroadcast` on a NumPy value, for backward passes that record nothing."""
-    g = np.asarray(g)
-    if g.shape != shape:
-        lead = g.ndim - len(shape)
-        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-        g = g.sum(axes, keepdims=True).reshape(shape) if axes else g.reshape(shape)
-    return Tensor(g)
-
 
 # ----------------------------------------------------------------------------- binary, broadcasting
 
@@ -60,34 +50,40 @@ def _binary(op: str, fn: Any, a: Any, b: Any, scalar_fn: Any = None) -> tuple[Te
 
 def add(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("add", np.add, a, b, operator.add)
-    return record("add", out, (a, b), lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)), saved=())
+    return record(
+        "add",
+        out,
+        (a, b),
+        lambda g: (unbroadcast(g, a.shape), unbroadcast(g, b.shape)),
+        saved=(),
+        np_backward=lambda g: (g, g),
+    )
 
 
 def sub(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("sub", np.subtract, a, b, operator.sub)
-
-    def backward(g: Tensor) -> tuple:
-        if not _GradMode.enabled:  # fast path: no neg node when nothing is recorded
-            gb = _np_unbroadcast(-g.data[()], b.shape) if b.requires_grad else None
-            return (unbroadcast(g, a.shape) if a.requires_grad else None), gb
-        return unbroadcast(g, a.shape), unbroadcast(-g, b.shape)
-
-    return record("sub", out, (a, b), backward, saved=())
+    return record(
+        "sub",
+        out,
+        (a, b),
+        lambda g: (unbroadcast(g, a.shape), unbroadcast(-g, b.shape)),
+        saved=(),
+        np_backward=lambda g: (g, -g if b.requires_grad else None),
+    )
 
 
 def mul(a: Any, b: Any) -> Tensor:
     a, b, out = _binary("mul", np.multiply, a, b, operator.mul)
-
-    def backward(g: Tensor) -> tuple:
-        if not _GradMode.enabled:  # fast path: plain NumPy when the backward itself is not recorded
-            gd = g.data[()]
-            return (
-                _np_unbroadcast(gd * b.data[()], a.shape) if a.requires_grad else None,
-                _np_unbroadcast(gd * a.data[()], b.shape) if b.requires_grad else None,
-            )
-        return unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)
-
-    return record("mul", out, (a, b), backward)
+    return record(
+        "mul",
+        out,
+        (a, b),
+        lambda g: (unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)),
+        np_backward=lambda g: (
+            g * b.data[()] if a.requires_grad else None,
+            g * a.data[()] if b.requires_grad else None,
+        ),
+    )
 
 
 def div(a: Any, b: Any) -> Tensor:
@@ -104,6 +100,10 @@ def div(a: Any, b: Any) -> Tensor:
             unbroadcast(g / b, a.shape) if a.requires_grad else None,
             unbroadcast(-g * a / (b * b), b.shape) if b.requires_grad else None,
         ),
+        np_backward=lambda g: (
+            g / b.data[()] if a.requires_grad else None,
+            -g * a.data[()] / (b.data[()] * b.data[()]) if b.requires_grad else None,
+        ),
     )
 
 
@@ -111,18 +111,17 @@ def pow(a: Any, b: Any) -> Tensor:
     """a ** b. d/da = b·a^(b-1); d/db = a^b·ln(a) (taken as 0 where a = 0 and b >= 0, as PyTorch)."""
     if not isinstance(b, Tensor) and isinstance(a, Tensor):  # the common case: a constant exponent
         c = float(b) if not isinstance(b, int) else b
-        if c == 2:  # x * x is what NumPy's `arr ** 2` computes (np.square), also on a scalar
+        if c == 2:  # x * x is what NumPy's `arr ** 2` computes (np.square); on a float scalar it is 10x cheaper
             x = a.data[()]
-            return record(
-                "pow",
-                np.asarray(x * x),
-                (a,),
-                lambda g: (g * 2.0 * a,) if _GradMode.enabled else (Tensor(np.asarray(g.data[()] * 2.0 * a.data[()])),),
-            )
+            out = np.asarray(x * x) if type(x) in _SCALAR_FLOATS else a.data**c
+            return record("pow", out, (a,), lambda g: (g * 2.0 * a,), np_backward=lambda g: (g * 2.0 * a.data[()],))
         out = a.data**c
         if c == 0:
-            return record("pow", out, (a,), lambda g: (g * 0.0,), saved=())
-        return record("pow", out, (a,), lambda g: (g * c * a ** (c - 1),))
+            return record("pow", out, (a,), lambda g: (g * 0.0,), saved=(), np_backward=lambda g: (g * 0.0,))
+        # `a.data ** k` (not a scalar's `** k`) in np_backward: the same special cases (k = 2, 0.5...) as Tensor pow
+        return record(
+            "pow", out, (a,), lambda g: (g * c * a ** (c - 1),), np_backward=lambda g: (g * c * a.data ** (c - 1),)
+        )
     a, b, out = _binary("pow", np.power, a, b)
 
     def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -201,41 +200,57 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def neg(a: Tensor) -> Tensor:
-    return record("neg", np.negative(a.data), (a,), lambda g: (-g,), saved=())
+    return record("neg", np.negative(a.data), (a,), lambda g: (-g,), saved=(), np_backward=lambda g: (-g,))
 
 
 def abs(a: Tensor) -> Tensor:
-    return record("abs", np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),))
+    return record(
+        "abs", np.abs(a.data), (a,), lambda g: (g * np.sign(a.data),), np_backward=lambda g: (g * np.sign(a.data),)
+    )
 
 
 def exp(a: Tensor) -> Tensor:
-    out = record("exp", np.exp(a.data), (a,), lambda g: (g * out,))
+    out = record("exp", np.exp(a.data), (a,), lambda g: (g * out,), np_backward=lambda g: (g * out.data[()],))
     return out
 
 
 def log(a: Tensor) -> Tensor:
-    return record("log", np.log(a.data), (a,), lambda g: (g / a,))
+    return record("log", np.log(a.data), (a,), lambda g: (g / a,), np_backward=lambda g: (g / a.data[()],))
 
 
 def log1p(a: Tensor) -> Tensor:
-    return record("log1p", np.log1p(a.data), (a,), lambda g: (g / (a + 1.0),))
+    return record(
+        "log1p",
+        np.log1p(a.data),
+        (a,),
+        lambda g: (g / (a + 1.0),),
+        np_backward=lambda g: (g / (a.data[()] + 1.0),),
+    )
 
 
 def sqrt(a: Tensor) -> Tensor:
-    out = record("sqrt", np.sqrt(a.data), (a,), lambda g: (g / (out * 2.0),))
+    out = record(
+        "sqrt", np.sqrt(a.data), (a,), lambda g: (g / (out * 2.0),), np_backward=lambda g: (g / (out.data[()] * 2.0),)
+    )
     return out
 
 
 def sin(a: Tensor) -> Tensor:
-    return record("sin", np.sin(a.data), (a,), lambda g: (g * cos(a),))
+    return record("sin", np.sin(a.data), (a,), lambda g: (g * cos(a),), np_backward=lambda g: (g * np.cos(a.data),))
 
 
 def cos(a: Tensor) -> Tensor:
-    return record("cos", np.cos(a.data), (a,), lambda g: (-g * sin(a),))
+    return record("cos", np.cos(a.data), (a,), lambda g: (-g * sin(a),), np_backward=lambda g: (-g * np.sin(a.data),))
 
 
 def tanh(a: Tensor) -> Tensor:
-    out = record("tanh", np.tanh(a.data), (a,), lambda g: (g * (1.0 - out * out),))
+    out = record(
+        "tanh",
+        np.tanh(a.data),
+        (a,),
+        lambda g: (g * (1.0 - out * out),),
+        np_backward=lambda g: (g * (1.0 - out.data[()] * out.data[()]),),
+    )
     return out
 
 
@@ -249,13 +264,13 @@ def sigmoid(a: Tensor) -> Tensor:
     x = a.data[()]
     val = 1.0 / (1.0 + np.exp(-x)) if type(x) in _SCALAR_FLOATS and x > -700 else _sigmoid(a.data)
 
-    def backward(g: Tensor) -> tuple[Tensor]:
-        if _GradMode.enabled:
-            return (g * out * (1.0 - out),)
-        y = out.data[()]
-        return (Tensor(np.asarray(g.data[()] * y * (1.0 - y))),)
-
-    out = record("sigmoid", np.asarray(val), (a,), backward)
+    out = record(
+        "sigmoid",
+        np.asarray(val),
+        (a,),
+        lambda g: (g * out * (1.0 - out),),
+        np_backward=lambda g: (g * out.data[()] * (1.0 - out.data[()]),),
+    )
     return out
 
 
@@ -272,7 +287,7 @@ def relu(a: Tensor) -> Tensor:
 
 
 def sign(a: Tensor) -> Tensor:
-    return record("sign", np.sign(a.data), (a,), lambda g: (g * 0.0,), saved=())
+    return record("sign", np.sign(a.data), (a,), lambda g: (g * 0.0,), saved=(), np_backward=lambda g: (g * 0.0,))
 
 
 def clamp(a: Tensor, min: float | None = None, max: float | None = None) -> Tensor:
@@ -285,7 +300,9 @@ def clamp(a: Tensor, min: float | None = None, max: float | None = None) -> Tens
         mask &= d >= min
     if max is not None:
         mask &= d <= max
-    return record("clamp", np.clip(d, min, max), (a,), lambda g: (g * mask,), saved=())
+    return record(
+        "clamp", np.clip(d, min, max), (a,), lambda g: (g * mask,), saved=(), np_backward=lambda g: (g * mask,)
+    )
 
 
 def maximum(a: Any, b: Any) -> Tensor:
@@ -298,6 +315,7 @@ def maximum(a: Any, b: Any) -> Tensor:
         (a, b),
         lambda g: (unbroadcast(g * share, a.shape), unbroadcast(g * (1.0 - share), b.shape)),
         saved=(),
+        np_backward=lambda g: (g * share, g * (1.0 - share)),
     )
 
 
@@ -310,6 +328,7 @@ def minimum(a: Any, b: Any) -> Tensor:
         (a, b),
         lambda g: (unbroadcast(g * share, a.shape), unbroadcast(g * (1.0 - share), b.shape)),
         saved=(),
+        np_backward=lambda g: (g * share, g * (1.0 - share)),
     )
 
 
@@ -334,6 +353,7 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
         (a, b),
         lambda g: (unbroadcast(where(c, g, zero), a.shape), unbroadcast(where(c, zero, g), b.shape)),
         saved=(),
+        np_backward=lambda g: (np.where(c, g, zero.data), np.where(c, zero.data, g)),
     )
 
 
@@ -344,11 +364,13 @@ def to(a: Tensor, dtype: Any) -> Tensor:
         return a
     if dt.kind != "f":
         return Tensor(a.data.astype(dt))
-    return record("to", a.data.astype(dt), (a,), lambda g: (g.to(a.dtype),), saved=())
+    return record(
+        "to", a.data.astype(dt), (a,), lambda g: (g.to(a.dtype),), saved=(), np_backward=lambda g: (g.astype(a.dtype),)
+    )
 
 
 def clone(a: Tensor) -> Tensor:
-    return record("clone", a.data.copy(), (a,), lambda g: (g,), saved=())
+    return record("clone", a.data.copy(), (a,), lambda g: (g,), saved=(), np_backward=lambda g: (g,))
 
 
 # ----------------------------------------------------------------------------- comparisons (no gradient)

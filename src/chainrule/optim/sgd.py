@@ -50,10 +50,11 @@ class SGD(Optimizer):
         nesterov, maximize = group["nesterov"], group["maximize"]
         for p in self._with_grad(group):
             if not mom:
-                g = p.grad.data
-                if not wd and not maximize and p.data.size <= 64 and g.dtype == p.data.dtype and g.shape == p.shape:
-                    # small parameters (scalars): one update without the chunking machinery, same arithmetic as _sgd
-                    np.subtract(p.data, np.multiply(g, lr), out=p.data)
+                g, w = p.grad.data, p.data
+                if not wd and not maximize and w.size <= 64 and g.dtype == w.dtype and g.shape == w.shape:
+                    # small parameters (scalars): one update without the chunking machinery, same arithmetic as
+                    # _sgd; a 0-d one on NumPy scalars (`arr[()]`, a tenth of the cost of ufunc calls)
+                    w[...] = w[()] - g[()] * lr
                     p._version += 1
                 else:
                     self._apply(_sgd, p, [], 2, lr, wd, maximize)
