@@ -455,8 +455,10 @@ def _topological_order(roots: Iterable[Tensor]) -> list[Tensor]:
             for p in parents:
                 if p.requires_grad and p not in visited:
                     add(p)
-                    push((p, iter(p._prev)))
-                    break
+                    if p._prev:
+                        push((p, iter(p._prev)))
+                        break
+                    append(p)  # a leaf: no parents to visit first
             else:
                 pop()
                 append(node)
@@ -581,6 +583,9 @@ def _accumulate(t: Tensor, g: Any, create_graph: bool, stolen: set[int], shared:
     arr = np.asarray(g)
     if t.grad is None:
         dtype = t.data.dtype
+        if arr is not g:  # g was a NumPy scalar: arr is a new array, owned by nobody else
+            t.grad = Tensor._wrap(arr if arr.dtype == dtype else arr.astype(dtype))
+            return
         if arr.base is not None or id(arr) in stolen or id(arr) in shared or arr.dtype != dtype:
             arr = arr.astype(dtype, copy=True)
         stolen.add(id(arr))
