@@ -435,17 +435,18 @@ def _with_bases(saved: Iterable[Tensor]) -> tuple[tuple[Tensor, int], ...]:
 
 
 def _topological_order(roots: Iterable[Tensor]) -> list[Tensor]:
-    """Tensors that need gradients, each after all of its parents (iterative DFS).
+    """The non-leaf tensors that need gradients, each after all of its parents (iterative DFS).
 
-    The set holds the tensors themselves (cheaper than their ids): a Tensor hashes by identity and two live
-    tensors never have equal hashes, so the elementwise `==` of tensors is never called.
+    Leaves are left out: they have no rule to run. The set holds the tensors themselves (cheaper than
+    their ids): a Tensor hashes by identity and two live tensors never have equal hashes, so the
+    elementwise `==` of tensors is never called.
     """
     order: list[Tensor] = []
     append = order.append
     visited: set[Tensor] = set()
     add = visited.add
     for root in roots:
-        if root in visited or not root.requires_grad:
+        if root in visited or not root.requires_grad or not root._prev:
             continue
         add(root)
         stack = [(root, iter(root._prev))]
@@ -453,12 +454,10 @@ def _topological_order(roots: Iterable[Tensor]) -> list[Tensor]:
         while stack:
             node, parents = stack[-1]
             for p in parents:
-                if p.requires_grad and p not in visited:
+                if p.requires_grad and p._prev and p not in visited:
                     add(p)
-                    if p._prev:
-                        push((p, iter(p._prev)))
-                        break
-                    append(p)  # a leaf: no parents to visit first
+                    push((p, iter(p._prev)))
+                    break
             else:
                 pop()
                 append(node)
@@ -510,10 +509,13 @@ def run_backward(
     grads: dict[Tensor, Any] = {}  # keyed by the tensors themselves (see _topological_order)
     user_given: set[int] = set()
     for r, g in zip(roots, grad_roots):
-        g = _seed(r, g)
-        user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
-        if use_np:
-            g = _np_value(g)
+        if g is None and use_np and not r.data.ndim:  # the usual 0-d loss: a NumPy scalar 1 is all it takes
+            g = r.data.dtype.type(1)
+        else:
+            g = _seed(r, g)
+            user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
+            if use_np:
+                g = _np_value(g)
         grads[r] = grads[r] + g if r in grads else g
     wanted = None if inputs is None else set(inputs)
     result: dict[int, Tensor] = {}
@@ -528,10 +530,6 @@ def run_backward(
                 continue
             if wanted is not None and t in wanted:
                 result[id(t)] = Tensor._wrap(np.asarray(g)) if use_np else g
-            if t._op is None:  # leaf
-                if accumulate and (wanted is None or t in wanted):
-                    _accumulate(t, g, create_graph, stolen, user_given)
-                continue
             if accumulate and (t._retains_grad or (wanted is not None and t in wanted)):
                 _accumulate(t, g, create_graph, stolen, user_given | {id(g.data if create_graph else g)})
             backward = t._backward
@@ -567,6 +565,11 @@ def run_backward(
                     raise AssertionError(f"internal: {t._op} gave a gradient of shape {pg.shape} for {p.shape}")
                 old = grads.get(p)
                 grads[p] = pg if old is None else old + pg
+        for t, g in grads.items():  # what is left are the leaves' gradients
+            if wanted is not None and t in wanted:
+                result[id(t)] = Tensor._wrap(np.asarray(g)) if use_np else g
+            if accumulate and (wanted is None or t in wanted):
+                _accumulate(t, g, create_graph, stolen, user_given)
     finally:
         _GradMode.enabled = prev_mode
     return result
