@@ -167,11 +167,11 @@ class Tensor:
         if requires_grad:
             self.requires_grad_(True)
 
-    @classmethod
-    def _wrap(cls, data: np.ndarray) -> Tensor:
+    @staticmethod
+    def _wrap(data: np.ndarray) -> Tensor:
         """A leaf holding `data`, an ndarray the library just made: `Tensor(data)` without the argument
         checks (a third cheaper, which counts for scalar models where most of the time is bookkeeping)."""
-        t = _new_tensor(cls)
+        t = _new_tensor(Tensor)
         t.data = data
         t.grad = None
         t.requires_grad = False
@@ -400,20 +400,24 @@ def record(
     """
     if _ANOMALY[0] is not None:  # chainrule.detect_anomaly() is active: only `backward` is checked
         backward, np_backward = _ANOMALY[0](op, data, parents, backward), None
-    out = Tensor._wrap(data) if type(data) is np.ndarray else Tensor(data)
     if _GradMode.enabled:
         for p in parents:
-            if p.requires_grad:
+            if p.requires_grad:  # every slot set once, as in Tensor._wrap: this is the hottest path
+                out = _new_tensor(Tensor)
+                out.data = data if type(data) is np.ndarray else _as_array(data, None)
+                out.grad = None
                 out.requires_grad = True
                 out._op = op
                 out._prev = parents
                 out._backward = backward
                 out._np_backward = np_backward
-                saved = parents if saved is None else saved
-                if saved:
-                    out._saved = _with_bases(saved)
-                break
-    return out
+                if saved is None:
+                    saved = parents
+                out._saved = _with_bases(saved) if saved else ()
+                out._version = 0
+                out._retains_grad = False
+                return out
+    return Tensor._wrap(data if type(data) is np.ndarray else _as_array(data, None))
 
 
 _VIEW_OPS = frozenset(("reshape", "transpose", "permute", "expand", "flip", "getitem"))
