@@ -147,7 +147,8 @@ class Tensor:
         "_backward",
         "_np_backward",
         "_saved",
-        "_version",
+        "_saved_at",
+        "_ver",
         "_retains_grad",
         "__weakref__",
     )
@@ -161,8 +162,9 @@ class Tensor:
         self._prev: tuple[Tensor, ...] = ()
         self._backward: Callable | None = None
         self._np_backward: Callable | None = None  # the same rule on NumPy values (see record)
-        self._saved: tuple = ()  # (tensor, version) pairs checked before backward
-        self._version = 0
+        self._saved: tuple[Tensor, ...] = ()  # the tensors backward reads: checked for in-place changes
+        self._saved_at = 0  # the in-place clock when this tensor was recorded
+        self._ver = 0  # see _version
         self._retains_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -180,7 +182,8 @@ class Tensor:
         t._backward = None
         t._np_backward = None
         t._saved = ()
-        t._version = 0
+        t._saved_at = 0
+        t._ver = 0
         t._retains_grad = False
         return t
 
@@ -304,6 +307,20 @@ class Tensor:
         run_backward((self,), (gradient,), retain_graph or create_graph, create_graph, inputs)
 
     # -- in-place updates (used by optimizers and initializers; never recorded)
+    @property
+    def _version(self) -> int:
+        """Grows at every in-place change of the data: the in-place clock's time of the last one (0: never).
+
+        `t._version += 1` (optimizers, initializers...) marks a change. A global clock rather than a
+        count per tensor lets backward skip all checks when nothing changed since the graph was recorded.
+        """
+        return self._ver
+
+    @_version.setter
+    def _version(self, value: int) -> None:
+        _CLOCK[0] += 1
+        self._ver = _CLOCK[0]
+
     def _check_inplace(self, name: str) -> None:
         if _GradMode.enabled and self.requires_grad:
             what = "a leaf tensor that requires grad" if self.is_leaf else "a tensor that is part of a graph"
@@ -374,6 +391,7 @@ class Tensor:
 
 
 _new_tensor = object.__new__
+_CLOCK = [0]  # counts the in-place changes of all tensors (see Tensor._version)
 _ANOMALY: list[Any] = [None]  # the hook of chainrule.anomaly while detect_anomaly() is active
 
 
@@ -390,7 +408,7 @@ def record(
     `backward(g)` receives d(loss)/d(result) as a Tensor and returns one gradient (Tensor
     or None) per parent, written with Tensor operations so it is itself differentiable.
     `saved` lists the parents whose values `backward` reads (default: all of them); an
-    in-place change to one of them before backward is an error.
+    in-place change to one of them (or to the base of such a view) before backward is an error.
 
     `np_backward` (optional) is the same rule on NumPy values: g is an ndarray, or a NumPy scalar
     for a 0-d result, and it returns NumPy values (or None), each of the parent's shape or of a shape
@@ -411,10 +429,9 @@ def record(
                 out._prev = parents
                 out._backward = backward
                 out._np_backward = np_backward
-                if saved is None:
-                    saved = parents
-                out._saved = _with_bases(saved) if saved else ()
-                out._version = 0
+                out._saved = parents if saved is None else saved
+                out._saved_at = _CLOCK[0]
+                out._ver = 0
                 out._retains_grad = False
                 return out
     return Tensor._wrap(data if type(data) is np.ndarray else _as_array(data, None))
@@ -423,16 +440,19 @@ def record(
 _VIEW_OPS = frozenset(("reshape", "transpose", "permute", "expand", "flip", "getitem"))
 
 
-def _with_bases(saved: Iterable[Tensor]) -> tuple[tuple[Tensor, int], ...]:
-    """(tensor, version) of each saved tensor and, for a view, of the tensors whose memory it shares,
-    so that an in-place change through the base (e.g. an optimizer step on `w` after `x @ w.T`) is caught."""
-    pairs = []
-    for s in saved:
-        pairs.append((s, s._version))
-        while s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data):
+def _check_saved(t: Tensor) -> None:
+    """Raise if a tensor that t's backward reads, or the base whose memory such a view shares (e.g. `w` after
+    `x @ w.T` and an optimizer step), was changed in place after t was recorded."""
+    for s in t._saved:
+        while True:
+            if s._ver > t._saved_at:
+                raise RuntimeError(
+                    f"one of the tensors needed for the gradient of {t._op} was modified by an in-place "
+                    f"operation (shape {s.shape}, version {s._ver}, expected at most {t._saved_at})"
+                )
+            if not (s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data)):
+                break
             s = s._prev[0]
-            pairs.append((s, s._version))
-    return tuple(pairs)
 
 
 # ----------------------------------------------------------------------------- engine
@@ -441,30 +461,31 @@ def _with_bases(saved: Iterable[Tensor]) -> tuple[tuple[Tensor, int], ...]:
 def _topological_order(roots: Iterable[Tensor]) -> list[Tensor]:
     """The non-leaf tensors that need gradients, each after all of its parents (iterative DFS).
 
-    Leaves are left out: they have no rule to run. The set holds the tensors themselves (cheaper than
-    their ids): a Tensor hashes by identity and two live tensors never have equal hashes, so the
-    elementwise `==` of tensors is never called.
+    Leaves are left out: they have no rule to run. A node is pushed back under a None marker while its
+    parents are visited, so the walk allocates nothing per node (a deep chain would otherwise set off the
+    garbage collector, which then scans the whole graph). The set holds the tensors themselves: a Tensor
+    hashes by identity and two live tensors never have equal hashes, so tensors' elementwise `==` is never called.
     """
     order: list[Tensor] = []
     append = order.append
     visited: set[Tensor] = set()
     add = visited.add
     for root in roots:
-        if root in visited or not root.requires_grad or not root._prev:
+        if not root.requires_grad or not root._prev:
             continue
-        add(root)
-        stack = [(root, iter(root._prev))]
+        stack = [root]
         push, pop = stack.append, stack.pop
         while stack:
-            node, parents = stack[-1]
-            for p in parents:
-                if p.requires_grad and p._prev and p not in visited:
-                    add(p)
-                    push((p, iter(p._prev)))
-                    break
-            else:
-                pop()
-                append(node)
+            node = pop()
+            if node is None:  # the parents of the node under the marker are all in `order`
+                append(pop())
+            elif node not in visited:
+                add(node)
+                push(node)
+                push(None)
+                for p in reversed(node._prev):  # reversed: the first parent is visited first
+                    if p.requires_grad and p._prev and p not in visited:
+                        push(p)
     return order
 
 
@@ -543,12 +564,8 @@ def run_backward(
                     "after they have already been freed). Specify retain_graph=True on the first backward() call "
                     f"if you need to backward through it again (op: {t._op})."
                 )
-            for s, version in t._saved:
-                if s._version != version:
-                    raise RuntimeError(
-                        f"one of the tensors needed for the gradient of {t._op} was modified by an in-place "
-                        f"operation (shape {s.shape}, version {s._version}, expected {version})"
-                    )
+            if t._saved_at != _CLOCK[0]:  # something was changed in place since t was recorded: was it saved?
+                _check_saved(t)
             if not use_np:
                 parent_grads = backward(g)
             elif t._np_backward is not None:
