@@ -318,6 +318,10 @@ class Tensor:
 
     @_version.setter
     def _version(self, value: int) -> None:
+        self._changed()
+
+    def _changed(self) -> None:
+        """Mark an in-place change of the data (`t._version += 1` without reading the version first)."""
         _CLOCK[0] += 1
         self._ver = _CLOCK[0]
 
@@ -325,7 +329,7 @@ class Tensor:
         if _GradMode.enabled and self.requires_grad:
             what = "a leaf tensor that requires grad" if self.is_leaf else "a tensor that is part of a graph"
             raise RuntimeError(f"in-place {name} on {what}; wrap it in chainrule.no_grad() or use the out-of-place op")
-        self._version += 1
+        self._changed()
 
     def _value(self, other: Any) -> Any:
         return other.data if isinstance(other, Tensor) else other
@@ -571,7 +575,7 @@ def run_backward(
             elif t._np_backward is not None:
                 parent_grads = t._np_backward(g)
             else:  # an op with only the Tensor rule: wrap g, unwrap what it returns
-                parent_grads = [None if pg is None else pg.data for pg in backward(Tensor._wrap(np.asarray(g)))]
+                parent_grads = [None if pg is None else _np_value(pg) for pg in backward(Tensor._wrap(np.asarray(g)))]
             if not retain_graph:
                 t._backward = t._np_backward = None
                 t._saved = ()
@@ -615,7 +619,7 @@ def _accumulate(t: Tensor, g: Any, create_graph: bool, stolen: set[int], shared:
         stolen.add(id(arr))
         t.grad = Tensor._wrap(arr)
     else:
-        t.grad._version += 1
+        t.grad._changed()
         if t.grad.requires_grad or not t.grad.data.flags.writeable:
             t.grad = Tensor(t.grad.data + arr)
         else:

@@ -72,7 +72,7 @@ class SGD(Optimizer):
             g, w = p.grad.data, p.data
             if w.size <= 64 and g.dtype == w.dtype and g.shape == w.shape:
                 w[...] = w[()] - g[()] * lr
-                p._version += 1
+                p._changed()
             else:
                 self._apply(_sgd, p, [], 2, lr, 0.0, False)
 
