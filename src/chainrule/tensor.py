@@ -145,8 +145,10 @@ class Tensor:
         "_op",
         "_prev",
         "_backward",
+        "_np_backward",
         "_saved",
-        "_version",
+        "_saved_at",
+        "_ver",
         "_retains_grad",
         "__weakref__",
     )
@@ -159,11 +161,31 @@ class Tensor:
         self._op: str | None = None  # name of the op that made this tensor; None for leaves
         self._prev: tuple[Tensor, ...] = ()
         self._backward: Callable | None = None
-        self._saved: tuple = ()  # (tensor, version) pairs checked before backward
-        self._version = 0
+        self._np_backward: Callable | None = None  # the same rule on NumPy values (see record)
+        self._saved: tuple[Tensor, ...] = ()  # the tensors backward reads: checked for in-place changes
+        self._saved_at = 0  # the in-place clock when this tensor was recorded
+        self._ver = 0  # see _version
         self._retains_grad = False
         if requires_grad:
             self.requires_grad_(True)
+
+    @staticmethod
+    def _wrap(data: np.ndarray) -> Tensor:
+        """A leaf holding `data`, an ndarray the library just made: `Tensor(data)` without the argument
+        checks (a third cheaper, which counts for scalar models where most of the time is bookkeeping)."""
+        t = _new_tensor(Tensor)
+        t.data = data
+        t.grad = None
+        t.requires_grad = False
+        t._op = None
+        t._prev = ()
+        t._backward = None
+        t._np_backward = None
+        t._saved = ()
+        t._saved_at = 0
+        t._ver = 0
+        t._retains_grad = False
+        return t
 
     # -- basic attributes
     @property
@@ -285,11 +307,29 @@ class Tensor:
         run_backward((self,), (gradient,), retain_graph or create_graph, create_graph, inputs)
 
     # -- in-place updates (used by optimizers and initializers; never recorded)
+    @property
+    def _version(self) -> int:
+        """Grows at every in-place change of the data: the in-place clock's time of the last one (0: never).
+
+        `t._version += 1` (optimizers, initializers...) marks a change. A global clock rather than a
+        count per tensor lets backward skip all checks when nothing changed since the graph was recorded.
+        """
+        return self._ver
+
+    @_version.setter
+    def _version(self, value: int) -> None:
+        self._changed()
+
+    def _changed(self) -> None:
+        """Mark an in-place change of the data (`t._version += 1` without reading the version first)."""
+        _CLOCK[0] += 1
+        self._ver = _CLOCK[0]
+
     def _check_inplace(self, name: str) -> None:
         if _GradMode.enabled and self.requires_grad:
             what = "a leaf tensor that requires grad" if self.is_leaf else "a tensor that is part of a graph"
             raise RuntimeError(f"in-place {name} on {what}; wrap it in chainrule.no_grad() or use the out-of-place op")
-        self._version += 1
+        self._changed()
 
     def _value(self, other: Any) -> Any:
         return other.data if isinstance(other, Tensor) else other
@@ -354,86 +394,126 @@ class Tensor:
         return self.to(int64)
 
 
+_new_tensor = object.__new__
+_CLOCK = [0]  # counts the in-place changes of all tensors (see Tensor._version)
 _ANOMALY: list[Any] = [None]  # the hook of chainrule.anomaly while detect_anomaly() is active
 
 
 def record(
-    op: str, data: np.ndarray, parents: tuple[Tensor, ...], backward: Callable, saved: tuple[Tensor, ...] | None = None
+    op: str,
+    data: np.ndarray,
+    parents: tuple[Tensor, ...],
+    backward: Callable,
+    saved: tuple[Tensor, ...] | None = None,
+    np_backward: Callable | None = None,
 ) -> Tensor:
     """Wrap `data` as the result of `op`, recording `backward` when gradients are needed.
 
     `backward(g)` receives d(loss)/d(result) as a Tensor and returns one gradient (Tensor
     or None) per parent, written with Tensor operations so it is itself differentiable.
     `saved` lists the parents whose values `backward` reads (default: all of them); an
-    in-place change to one of them before backward is an error.
+    in-place change to one of them (or to the base of such a view) before backward is an error.
+
+    `np_backward` (optional) is the same rule on NumPy values: g is an ndarray, or a NumPy scalar
+    for a 0-d result, and it returns NumPy values (or None), each of the parent's shape or of a shape
+    that broadcasting stretched it to (the engine sums those dims). Without `create_graph` the engine
+    uses it instead of `backward`: no Tensor is made for the intermediate gradients, and scalar
+    arithmetic replaces ufunc calls for 0-d tensors (most of a scalar model's backward time).
     """
-    if _ANOMALY[0] is not None:  # chainrule.detect_anomaly() is active
-        backward = _ANOMALY[0](op, data, parents, backward)
-    out = Tensor(data)
+    if _ANOMALY[0] is not None:  # chainrule.detect_anomaly() is active: only `backward` is checked
+        backward, np_backward = _ANOMALY[0](op, data, parents, backward), None
     if _GradMode.enabled:
         for p in parents:
-            if p.requires_grad:
+            if p.requires_grad:  # every slot set once, as in Tensor._wrap: this is the hottest path
+                out = _new_tensor(Tensor)
+                out.data = data if type(data) is np.ndarray else _as_array(data, None)
+                out.grad = None
                 out.requires_grad = True
                 out._op = op
                 out._prev = parents
                 out._backward = backward
-                saved = parents if saved is None else saved
-                if saved:
-                    out._saved = tuple(_with_bases(saved))
-                break
-    return out
+                out._np_backward = np_backward
+                out._saved = parents if saved is None else saved
+                out._saved_at = _CLOCK[0]
+                out._ver = 0
+                out._retains_grad = False
+                return out
+    return Tensor._wrap(data if type(data) is np.ndarray else _as_array(data, None))
 
 
 _VIEW_OPS = frozenset(("reshape", "transpose", "permute", "expand", "flip", "getitem"))
 
 
-def _with_bases(saved: Iterable[Tensor]) -> list[tuple[Tensor, int]]:
-    """(tensor, version) of each saved tensor and, for a view, of the tensors whose memory it shares,
-    so that an in-place change through the base (e.g. an optimizer step on `w` after `x @ w.T`) is caught."""
-    pairs = []
-    for s in saved:
-        pairs.append((s, s._version))
-        while s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data):
+def _check_saved(t: Tensor) -> None:
+    """Raise if a tensor that t's backward reads, or the base whose memory such a view shares (e.g. `w` after
+    `x @ w.T` and an optimizer step), was changed in place after t was recorded."""
+    for s in t._saved:
+        while True:
+            if s._ver > t._saved_at:
+                raise RuntimeError(
+                    f"one of the tensors needed for the gradient of {t._op} was modified by an in-place "
+                    f"operation (shape {s.shape}, version {s._ver}, expected at most {t._saved_at})"
+                )
+            if not (s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data)):
+                break
             s = s._prev[0]
-            pairs.append((s, s._version))
-    return pairs
 
 
 # ----------------------------------------------------------------------------- engine
 
 
 def _topological_order(roots: Iterable[Tensor]) -> list[Tensor]:
-    """Tensors that need gradients, each after all of its parents (iterative DFS)."""
+    """The non-leaf tensors that need gradients, each after all of its parents (iterative DFS).
+
+    Leaves are left out: they have no rule to run. A node is pushed back under a None marker while its
+    parents are visited, so the walk allocates nothing per node (a deep chain would otherwise set off the
+    garbage collector, which then scans the whole graph). The set holds the tensors themselves: a Tensor
+    hashes by identity and two live tensors never have equal hashes, so tensors' elementwise `==` is never called.
+    """
     order: list[Tensor] = []
     append = order.append
-    visited: set[int] = set()
+    visited: set[Tensor] = set()
     add = visited.add
     for root in roots:
-        if id(root) in visited or not root.requires_grad:
+        if not root.requires_grad or not root._prev:
             continue
-        add(id(root))
-        stack = [(root, iter(root._prev))]
+        stack = [root]
         push, pop = stack.append, stack.pop
         while stack:
-            node, parents = stack[-1]
-            for p in parents:
-                if p.requires_grad and id(p) not in visited:
-                    add(id(p))
-                    push((p, iter(p._prev)))
-                    break
-            else:
-                pop()
-                append(node)
+            node = pop()
+            if node is None:  # the parents of the node under the marker are all in `order`
+                append(pop())
+            elif node not in visited:
+                add(node)
+                push(node)
+                push(None)
+                for p in reversed(node._prev):  # reversed: the first parent is visited first
+                    if p.requires_grad and p._prev and p not in visited:
+                        push(p)
     return order
 
 
 def _seed(t: Tensor, g: Any) -> Tensor:
-    if g is None:
-        return Tensor(np.ones(t.shape, dtype=t.dtype))
+    if g is None:  # np.ones is a Python function (~0.5 µs); for the usual 0-d loss np.array is 5x cheaper
+        d = t.data
+        return Tensor._wrap(np.ones(d.shape, dtype=d.dtype) if d.ndim else np.array(1, dtype=d.dtype))
     g = g if isinstance(g, Tensor) else Tensor(np.asarray(g, dtype=t.dtype))
     if g.shape != t.shape:
         raise RuntimeError(f"backward: gradient has shape {g.shape} but the output has shape {t.shape}")
     return g
+
+
+def _np_value(t: Tensor) -> Any:
+    """t's values for the NumPy pass: the array, or a NumPy scalar for a 0-d tensor (see ops/math.py)."""
+    d = t.data
+    return d if d.ndim else d[()]
+
+
+def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
+    """Sum the NumPy gradient `g` over the dims that broadcasting added or stretched, giving `shape`."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    return g.sum(axes, keepdims=True).reshape(shape) if axes else np.reshape(g, shape)
 
 
 def run_backward(
@@ -447,20 +527,28 @@ def run_backward(
     """Propagate gradients from `roots` to every tensor of their graph.
 
     With `accumulate`, leaf gradients are added to `.grad`; otherwise (for `grad()`), the
-    gradients of `inputs` are returned in a dict keyed by id.
+    gradients of `inputs` are returned in a dict keyed by id. With `create_graph` the gradients
+    are Tensors and every step is recorded; otherwise they are NumPy values (see `record`'s
+    `np_backward`), wrapped in a Tensor only for an op without `np_backward` and at the end.
     """
     for r in roots:
         if not r.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
-    grads: dict[int, Tensor] = {}
+    use_np = not create_graph
+    grads: dict[Tensor, Any] = {}  # keyed by the tensors themselves (see _topological_order)
     user_given: set[int] = set()
     seeds = []  # kept alive until the end, so that no array made meanwhile gets an id in user_given
     for r, g in zip(roots, grad_roots):
-        g = _seed(r, g)
-        seeds.append(g)
-        user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
-        grads[id(r)] = grads[id(r)] + g if id(r) in grads else g
-    wanted = None if inputs is None else {id(t) for t in inputs}
+        if g is None and use_np and not r.data.ndim:  # the usual 0-d loss: a NumPy scalar 1 is all it takes
+            g = r.data.dtype.type(1)
+        else:
+            g = _seed(r, g)
+            seeds.append(g)
+            user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
+            if use_np:
+                g = _np_value(g)
+        grads[r] = grads[r] + g if r in grads else g
+    wanted = None if inputs is None else set(inputs)
     result: dict[int, Tensor] = {}
     stolen: set[int] = set()
     prev_mode = _GradMode.enabled
@@ -468,18 +556,13 @@ def run_backward(
     try:
         pop = grads.pop
         for t in reversed(_topological_order(roots)):
-            tid = id(t)
-            g = pop(tid, None)
+            g = pop(t, None)
             if g is None:
                 continue
-            if wanted is not None and tid in wanted:
-                result[tid] = g
-            if t._op is None:  # leaf
-                if accumulate and (wanted is None or tid in wanted):
-                    _accumulate(t, g, create_graph, stolen, user_given)
-                continue
-            if accumulate and (t._retains_grad or (wanted is not None and tid in wanted)):
-                _accumulate(t, g, create_graph, stolen, user_given | {id(g.data)})
+            if wanted is not None and t in wanted:
+                result[id(t)] = Tensor._wrap(np.asarray(g)) if use_np else g
+            if accumulate and (t._retains_grad or (wanted is not None and t in wanted)):
+                _accumulate(t, g, create_graph, stolen, user_given | {id(g.data if create_graph else g)})
             backward = t._backward
             if backward is None:
                 raise RuntimeError(
@@ -487,48 +570,62 @@ def run_backward(
                     "after they have already been freed). Specify retain_graph=True on the first backward() call "
                     f"if you need to backward through it again (op: {t._op})."
                 )
-            for s, version in t._saved:
-                if s._version != version:
-                    raise RuntimeError(
-                        f"one of the tensors needed for the gradient of {t._op} was modified by an in-place "
-                        f"operation (shape {s.shape}, version {s._version}, expected {version})"
-                    )
-            parent_grads = backward(g)
+            if t._saved_at != _CLOCK[0]:  # something was changed in place since t was recorded: was it saved?
+                _check_saved(t)
+            if not use_np:
+                parent_grads = backward(g)
+            elif t._np_backward is not None:
+                parent_grads = t._np_backward(g)
+            else:  # an op with only the Tensor rule: wrap g, unwrap what it returns
+                parent_grads = [None if pg is None else _np_value(pg) for pg in backward(Tensor._wrap(np.asarray(g)))]
             if not retain_graph:
-                t._backward = None
+                t._backward = t._np_backward = None
                 t._saved = ()
             for p, pg in zip(t._prev, parent_grads):
                 if pg is None or not p.requires_grad:
                     continue
-                if pg.data.shape != p.data.shape:
+                shape = p.data.shape
+                if use_np:
+                    if pg.shape != shape:
+                        pg = _sum_to(pg, shape)
+                elif pg.data.shape != shape:
                     raise AssertionError(f"internal: {t._op} gave a gradient of shape {pg.shape} for {p.shape}")
-                pid = id(p)
-                old = grads.get(pid)
-                grads[pid] = pg if old is None else old + pg
+                old = grads.get(p)
+                grads[p] = pg if old is None else old + pg
+        for t, g in grads.items():  # what is left are the leaves' gradients
+            if wanted is not None and t in wanted:
+                result[id(t)] = Tensor._wrap(np.asarray(g)) if use_np else g
+            if accumulate and (wanted is None or t in wanted):
+                _accumulate(t, g, create_graph, stolen, user_given)
     finally:
         _GradMode.enabled = prev_mode
     return result
 
 
-def _accumulate(t: Tensor, g: Tensor, create_graph: bool, stolen: set[int], shared: set[int]) -> None:
+def _accumulate(t: Tensor, g: Any, create_graph: bool, stolen: set[int], shared: set[int]) -> None:
+    """Add the gradient g (a Tensor with `create_graph`, else a NumPy value) to t.grad."""
     if create_graph:
         if t.grad is None:  # keep g's graph; a constant g may be shared (e.g. by both sides of an add): copy it
             t.grad = g if g.requires_grad else Tensor(g.data.copy())
         else:
             t.grad = t.grad + g
         return
+    arr = np.asarray(g)
     if t.grad is None:
-        arr = g.data
-        if arr.base is not None or id(arr) in stolen or id(arr) in shared or arr.dtype != t.dtype:
-            arr = arr.astype(t.dtype, copy=True)
+        dtype = t.data.dtype
+        if arr is not g:  # g was a NumPy scalar: arr is a new array, owned by nobody else
+            t.grad = Tensor._wrap(arr if arr.dtype == dtype else arr.astype(dtype))
+            return
+        if arr.base is not None or id(arr) in stolen or id(arr) in shared or arr.dtype != dtype:
+            arr = arr.astype(dtype, copy=True)
         stolen.add(id(arr))
-        t.grad = Tensor(arr)
+        t.grad = Tensor._wrap(arr)
     else:
-        t.grad._version += 1
+        t.grad._changed()
         if t.grad.requires_grad or not t.grad.data.flags.writeable:
-            t.grad = Tensor(t.grad.data + g.data)
+            t.grad = Tensor(t.grad.data + arr)
         else:
-            np.add(t.grad.data, g.data, out=t.grad.data, casting="same_kind")
+            np.add(t.grad.data, arr, out=t.grad.data, casting="same_kind")
 
 
 def grad(

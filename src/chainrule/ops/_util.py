@@ -13,7 +13,7 @@ def const(x: Any, like: Tensor) -> Tensor:
     """`x` as a tensor; a Python or NumPy scalar takes `like`'s floating dtype (as in PyTorch)."""
     if type(x) is float:  # the common case (`0.5 * t`, `y - t`): skip the isinstance chain
         dt = like.data.dtype
-        return Tensor(np.asarray(x, dtype=dt if dt.kind == "f" else _default_dtype[0]))
+        return Tensor._wrap(np.array(x, dtype=dt if dt.kind == "f" else _default_dtype[0]))
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray) and x.ndim > 0:

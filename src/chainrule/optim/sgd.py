@@ -46,18 +46,15 @@ class SGD(Optimizer):
             raise self._invalid("nesterov", group["nesterov"], "Nesterov momentum needs momentum > 0 and dampening = 0")
 
     def _update_group(self, group: dict[str, Any]) -> None:
+        if not group["momentum"] and not group["weight_decay"] and not group["maximize"]:
+            self._plain_step(group)
+            return
         lr, mom, damp, wd = options(group, "lr", "momentum", "dampening", "weight_decay")
         nesterov, maximize = group["nesterov"], group["maximize"]
         plain = not (damp or wd or nesterov or maximize)  # classic momentum: the lean _heavy_ball update
         for p in self._with_grad(group):
             if not mom:
-                g = p.grad.data
-                if not wd and not maximize and p.data.size <= 64 and g.dtype == p.data.dtype and g.shape == p.shape:
-                    # small parameters (scalars): one update without the chunking machinery, same arithmetic as _sgd
-                    np.subtract(p.data, np.multiply(g, lr), out=p.data)
-                    p._version += 1
-                else:
-                    self._apply(_sgd, p, [], 2, lr, wd, maximize)
+                self._apply(_sgd, p, [], 2, lr, wd, maximize)
                 continue
             state = self.state.setdefault(p, {})
             buf = state.get("momentum_buffer")
@@ -69,6 +66,21 @@ class SGD(Optimizer):
                 p._version += 1
             else:
                 self._apply(_sgd_momentum, p, [buf], 2, lr, mom, damp, wd, nesterov, maximize, False)
+
+    def _plain_step(self, group: dict[str, Any]) -> None:
+        """w <- w - lr * grad: the default options, with the least bookkeeping (it is most of the time of a
+        scalar model's step). Small parameters (scalars) are updated directly, a 0-d one on NumPy scalars
+        (`arr[()]`, a tenth of the cost of ufunc calls); same arithmetic as _sgd."""
+        lr = float(group["lr"])
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g, w = p.grad.data, p.data
+            if w.size <= 64 and g.dtype == w.dtype and g.shape == w.shape:
+                w[...] = w[()] - g[()] * lr
+                p._changed()
+            else:
+                self._apply(_sgd, p, [], 2, lr, 0.0, False)
 
 
 def _sgd(arrays: list[np.ndarray], scratch: list[np.ndarray], lr: float, wd: float, maximize: bool) -> None:
