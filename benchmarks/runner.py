@@ -112,6 +112,10 @@ def run_workload(name: str, repeats: int = 5, steps: int | None = None, epochs: 
             for impl in order:
                 if threads > 1:
                     time.sleep(SETTLE_S)
+                    # the pause leaves this process's caches and the core's clock cold: a short unit (W5: 2
+                    # epochs, 4 ms) then runs ~30% slower. Every implementation gets the same untimed units,
+                    # so the trajectories (and the loss check) stay identical.
+                    workers[impl].ask(cmd="run", n=steps)
                 out = workers[impl].ask(cmd="run", n=steps)
                 times[impl].append(out["seconds"] / steps)
                 cpu[impl].append(out["cpu_seconds"] / steps)
