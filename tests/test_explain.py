@@ -737,3 +737,14 @@ def test_trace_recurrent_net_matches_torch_rnn() -> None:
     total = sum(u.input_grads[u.inputs.index(hh.id)] for u in users)
     np.testing.assert_allclose(total, hh.grad, rtol=1e-12, atol=1e-15)
     assert tr.gradcheck["passed"] and tr.optimizer["verified"]
+
+
+def test_dot_edges_carry_scalar_local_derivatives() -> None:
+    cr.manual_seed(3)
+    m = nn.Sequential(nn.Linear(1, 1), nn.Sigmoid(), nn.Linear(1, 1)).double()
+    tr = trace(m, [[2.0]], [[0.5]], nn.MSELoss())
+    dot = tr.to_dot()
+    sig = next(n for n in tr.nodes if n.op == "sigmoid")
+    label = tracing._tv_str(sig.local_grads[0].reshape(()), 4)
+    assert f'n{sig.inputs[0]} -> n{sig.id} [label="∂ {label}"' in dot
+    assert f"n{tr.node('input').id} -> " in dot  # the input needs no gradient: a plain edge

@@ -618,7 +618,8 @@ def _dot_escape(s: str) -> str:
 
 
 def trace_dot(tr: Trace) -> str:
-    """Graphviz DOT text: one node per tensor, labelled with name, op, value and gradient; edges input → op."""
+    """Graphviz DOT text: one node per tensor, labelled with name, op, value and gradient; edges input → op,
+    labelled with the local derivative ∂node/∂input where it is one number."""
     L = [
         "digraph chainrule_trace {",
         "  rankdir=LR;",
@@ -633,8 +634,12 @@ def trace_dot(tr: Trace) -> str:
             label += f"\\ngrad {_dot_escape(_tv_str(n.grad, 4))}"
         L.append(f'  n{n.id} [label="{label}", shape={shape}, style=filled, fillcolor={color}];')
     for n in tr.nodes:
-        for i in n.inputs:
-            L.append(f"  n{i} -> n{n.id};")
+        locals_ = n.local_grads or [None] * len(n.inputs)
+        for i, local in zip(n.inputs, locals_):
+            if local is not None and local.size == 1:  # a scalar local derivative labels its edge, as drawn by hand
+                L.append(f'  n{i} -> n{n.id} [label="∂ {_dot_escape(_tv_str(local.reshape(()), 4))}", fontsize=9];')
+            else:
+                L.append(f"  n{i} -> n{n.id};")
     L.append("}")
     return "\n".join(L) + "\n"
 
