@@ -435,18 +435,21 @@ def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor
         out_data = np.asarray(-np.add.reduce(picked) / n if n else -picked.mean(), dtype=x.dtype)
         scale = 1.0 / n if n else 1.0
 
+    def np_backward(g: Any) -> tuple[np.ndarray]:
+        d = np.exp(logp)  # a new array: logp stays intact for a second backward (retain_graph)
+        d[rows, t] -= 1.0
+        d *= g * scale if scale is not None else np.reshape(g, (n, 1))
+        return (d,)
+
     def backward(g: Tensor) -> tuple[Tensor]:
         if is_grad_enabled():  # create_graph: softmax recomputed as a recorded op
             onehot = np.zeros_like(x)
             onehot[rows, t] = 1.0
             dlogits = softmax(input, 1) - Tensor(onehot)
             return ((dlogits * (g * scale) if scale is not None else dlogits * g.reshape(n, 1)),)
-        d = np.exp(logp)  # a new array: logp stays intact for a second backward (retain_graph)
-        d[rows, t] -= 1.0
-        d *= g.data * scale if scale is not None else g.data.reshape(n, 1)
-        return (Tensor(d),)
+        return (Tensor(np_backward(g.data)[0]),)
 
-    return record("cross_entropy", out_data, (input,), backward)
+    return record("cross_entropy", out_data, (input,), backward, np_backward=np_backward)
 
 
 def kl_div(input: Tensor, target: Any, reduction: str = "mean", log_target: bool = False) -> Tensor:

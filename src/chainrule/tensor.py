@@ -534,6 +534,9 @@ def run_backward(
     for r in roots:
         if not r.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+    if not create_graph and inputs is None and accumulate:
+        _backward_np(roots, grad_roots, retain_graph)
+        return {}
     use_np = not create_graph
     grads: dict[Tensor, Any] = {}  # keyed by the tensors themselves (see _topological_order)
     user_given: set[int] = set()
@@ -600,6 +603,85 @@ def run_backward(
     finally:
         _GradMode.enabled = prev_mode
     return result
+
+
+def _second_backward(t: Tensor) -> RuntimeError:
+    return RuntimeError(
+        "Trying to backward through the graph a second time (or directly access saved tensors "
+        "after they have already been freed). Specify retain_graph=True on the first backward() call "
+        f"if you need to backward through it again (op: {t._op})."
+    )
+
+
+def _backward_np(roots: Sequence[Tensor], grad_roots: Sequence[Any], retain_graph: bool) -> None:
+    """`run_backward` for `Tensor.backward()` without create_graph: NumPy gradients, accumulated into the
+    leaves' `.grad`. The same steps as the general loop with the cases it cannot meet taken out, because
+    for a small model this loop is a fifth of a training step."""
+    grads: dict[Tensor, Any] = {}
+    user_given: set[int] = set()
+    seeds = []  # kept alive until the end, so that no array made meanwhile gets an id in user_given
+    for r, g in zip(roots, grad_roots):
+        if g is None and not r.data.ndim:  # the usual 0-d loss: a NumPy scalar 1 is all it takes
+            g = r.data.dtype.type(1)
+        else:
+            g = _seed(r, g)
+            seeds.append(g)
+            user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
+            g = _np_value(g)
+        grads[r] = grads[r] + g if r in grads else g
+    order = _topological_order(roots)
+    order.reverse()
+    stolen: set[int] = set()
+    clock = _CLOCK[0]
+    prev_mode = _GradMode.enabled
+    _GradMode.enabled = False
+    try:
+        pop, get = grads.pop, grads.get
+        for t in order:
+            g = pop(t, None)
+            if g is None:
+                continue
+            if t._retains_grad:
+                _accumulate(t, g, False, stolen, user_given | {id(g)})
+            rule = t._np_backward
+            if rule is None:
+                backward = t._backward
+                if backward is None:
+                    raise _second_backward(t)
+                if t._saved_at != clock:
+                    _check_saved(t)
+                # an op with only the Tensor rule: wrap g, unwrap what it returns
+                parent_grads = [None if pg is None else _np_value(pg) for pg in backward(Tensor._wrap(np.asarray(g)))]
+            else:
+                if t._saved_at != clock:  # something was changed in place since t was recorded: was it saved?
+                    _check_saved(t)
+                parent_grads = rule(g)
+            if not retain_graph:
+                t._backward = t._np_backward = None
+                t._saved = ()
+            for p, pg in zip(t._prev, parent_grads):
+                if pg is None or not p.requires_grad:
+                    continue
+                if pg.shape != p.data.shape:
+                    pg = _sum_to(pg, p.data.shape)
+                old = get(p)
+                grads[p] = pg if old is None else old + pg
+        for t, g in grads.items():  # what is left are the leaves' gradients
+            # the usual case inline: a new array of the leaf's dtype that no other leaf got (see _accumulate)
+            if (
+                t.grad is None
+                and type(g) is np.ndarray
+                and g.base is None
+                and g.dtype is t.data.dtype
+                and id(g) not in stolen
+                and id(g) not in user_given
+            ):
+                stolen.add(id(g))
+                t.grad = Tensor._wrap(g)
+            else:
+                _accumulate(t, g, False, stolen, user_given)
+    finally:
+        _GradMode.enabled = prev_mode
 
 
 def _accumulate(t: Tensor, g: Any, create_graph: bool, stolen: set[int], shared: set[int]) -> None:

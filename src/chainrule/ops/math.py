@@ -199,25 +199,24 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if bias is not None:
         out += bias.data
 
+    def np_backward(gd: np.ndarray) -> tuple:
+        """The same products on NumPy arrays (nothing recorded)."""
+        gx = gw = gb = None
+        if x.requires_grad:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
+            gx = _mm(wd.T, gd.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
+        g2 = gd if gd.ndim == 2 else gd.reshape(-1, gd.shape[-1])
+        if weight.requires_grad:
+            # g.T @ x with a column-major g of few columns: OpenBLAS runs g.T (row-major, few rows) times a
+            # column-major x 2x slower than from a row-major copy of g, which costs little at that size
+            gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
+            gw = _mm(gt.T, xd if xd.ndim == 2 else xd.reshape(-1, xd.shape[-1]))
+        if bias is not None and bias.requires_grad:
+            gb = _column_sums(g2)
+        return gx, gw, gb
+
     def backward(g: Tensor) -> tuple:
-        if not _GradMode.enabled:  # fast path: the same products on NumPy arrays, nothing recorded
-            gd = g.data
-            g2 = gd.reshape(-1, gd.shape[-1]) if gd.ndim != 2 else gd
-            x2 = xd.reshape(-1, xd.shape[-1]) if xd.ndim != 2 else xd
-            gx = None
-            if x.requires_grad:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
-                gx = _mm(wd.T, gd.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
-            gw = None
-            if weight.requires_grad:
-                # g.T @ x with a column-major g of few columns: OpenBLAS runs g.T (row-major, few rows) times a
-                # column-major x 2x slower than from a row-major copy of g, which costs little at that size
-                gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
-                gw = _mm(gt.T, x2)
-            return (
-                Tensor(gx) if gx is not None else None,
-                Tensor(gw) if gw is not None else None,
-                Tensor(_column_sums(g2)) if bias is not None and bias.requires_grad else None,
-            )
+        if not _GradMode.enabled:  # (under detect_anomaly) the NumPy rule, wrapped
+            return tuple(None if a is None else Tensor(a) for a in np_backward(g.data))
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
         gx = (g @ weight) if x.requires_grad else None
@@ -226,7 +225,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return gx, gw, gb
 
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return record("linear", out, parents, backward, saved=(x, weight))
+    return record("linear", out, parents, backward, saved=(x, weight), np_backward=np_backward)
 
 
 # ----------------------------------------------------------------------------- unary
@@ -316,6 +315,7 @@ def relu(a: Tensor) -> Tensor:
         (a,),
         lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),),
         saved=(),
+        np_backward=lambda g: (g * mask,),
     )
 
 
