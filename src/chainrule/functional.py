@@ -358,13 +358,13 @@ def cross_entropy(
     distribution: (1 − ε)·target + ε/C. For plain class indices on (N, C) input this is one
     fused node whose backward is (softmax(input) − onehot(target))·g.
     """
-    if weight is None and not label_smoothing and reduction in _REDUCTIONS and input.ndim == 2:
+    if weight is None and not label_smoothing and reduction in _REDUCTIONS:
         # the training-loop case first, with the fewest calls: int64 class indices (N,), all in [0, C)
-        t = target.data if isinstance(target, Tensor) else target
-        if type(t) is np.ndarray and t.dtype == np.int64 and t.shape == input.shape[:1]:
-            c = input.shape[1]
-            # one comparison checks 0 <= t < C (negatives wrap to huge unsigned values); no target can be ignored
-            if not 0 <= ignore_index < c and (t.view(np.uint64) < c).all():
+        t, shape = target.data if isinstance(target, Tensor) else target, input.data.shape
+        if len(shape) == 2 and type(t) is np.ndarray and t.dtype == _INT64 and t.shape == shape[:1]:
+            c = shape[1]
+            # one maximum checks 0 <= t < C (negatives wrap to huge unsigned values); no target can be ignored
+            if not 0 <= ignore_index < c and (not t.size or np.maximum.reduce(t.view(np.uint64)) < c):
                 return _fused_cross_entropy(input, t, reduction)
     _check_reduction(reduction, "cross_entropy")
     weight = _weight(weight, input)
@@ -415,17 +415,26 @@ def cross_entropy(
     return loss
 
 
+_INT64 = np.dtype(np.int64)
+_ROWS: dict[int, np.ndarray] = {}  # read-only np.arange(n) for _fused_cross_entropy, by n
+
+
 def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor:
     """Cross-entropy of logits (N, C) against valid class indices t (N,) as one node.
 
     loss_i = −log_softmax(x)_it (computed with the row max subtracted); backward: (softmax(x) − onehot(t))·g.
     """
-    n, _ = input.shape
     x = input.data
+    n = x.shape[0]
     # the ufuncs' reduce directly (what x.max / x.sum call): the same results with fewer Python-level calls
     shifted = x - np.maximum.reduce(x, axis=1, keepdims=True)
     logp = shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
-    rows = np.arange(n)
+    rows = _ROWS.get(n)
+    if rows is None:
+        if len(_ROWS) >= 32:  # batch sizes vary little; keep the cache small anyway
+            _ROWS.clear()
+        rows = _ROWS[n] = np.arange(n)
+        rows.flags.writeable = False
     picked = logp[rows, t]
     if reduction == "none":
         out_data, scale = -picked, None

@@ -7,7 +7,9 @@ walks that graph once in reverse topological order, applying the chain rule.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -150,6 +152,7 @@ class Tensor:
         "_saved_at",
         "_ver",
         "_retains_grad",
+        "_seq",
         "__weakref__",
     )
     __array_ufunc__ = None  # `ndarray op Tensor` defers to Tensor's reflected operator
@@ -166,6 +169,7 @@ class Tensor:
         self._saved_at = 0  # the in-place clock when this tensor was recorded
         self._ver = 0  # see _version
         self._retains_grad = False
+        self._seq = 0  # for a recorded result: its place in the order of recording (see _backward_np)
         if requires_grad:
             self.requires_grad_(True)
 
@@ -185,6 +189,7 @@ class Tensor:
         t._saved_at = 0
         t._ver = 0
         t._retains_grad = False
+        t._seq = 0
         return t
 
     # -- basic attributes
@@ -395,6 +400,7 @@ class Tensor:
 
 
 _new_tensor = object.__new__
+_next_seq = itertools.count(1).__next__  # numbers the recorded results: a parent is always numbered below its result
 _CLOCK = [0]  # counts the in-place changes of all tensors (see Tensor._version)
 _ANOMALY: list[Any] = [None]  # the hook of chainrule.anomaly while detect_anomaly() is active
 
@@ -437,6 +443,7 @@ def record(
                 out._saved_at = _CLOCK[0]
                 out._ver = 0
                 out._retains_grad = False
+                out._seq = _next_seq()
                 return out
     return Tensor._wrap(data if type(data) is np.ndarray else _as_array(data, None))
 
@@ -615,11 +622,14 @@ def _second_backward(t: Tensor) -> RuntimeError:
 
 def _backward_np(roots: Sequence[Tensor], grad_roots: Sequence[Any], retain_graph: bool) -> None:
     """`run_backward` for `Tensor.backward()` without create_graph: NumPy gradients, accumulated into the
-    leaves' `.grad`. The same steps as the general loop with the cases it cannot meet taken out, because
-    for a small model this loop is a fifth of a training step."""
+    leaves' `.grad`. For a small model this loop is a fifth of a training step, so it does without a
+    topological sort: the results are numbered as they are recorded (`_seq`), a parent always below its
+    result, so taking the pending result of the highest number, from a heap, runs every rule after the
+    rules of all the results that use it, walking only the part of the graph that gradients reach."""
     grads: dict[Tensor, Any] = {}
     user_given: set[int] = set()
     seeds = []  # kept alive until the end, so that no array made meanwhile gets an id in user_given
+    heap: list[tuple[int, Tensor]] = []
     for r, g in zip(roots, grad_roots):
         if g is None and not r.data.ndim:  # the usual 0-d loss: a NumPy scalar 1 is all it takes
             g = r.data.dtype.type(1)
@@ -628,19 +638,21 @@ def _backward_np(roots: Sequence[Tensor], grad_roots: Sequence[Any], retain_grap
             seeds.append(g)
             user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
             g = _np_value(g)
-        grads[r] = grads[r] + g if r in grads else g
-    order = _topological_order(roots)
-    order.reverse()
+        if r in grads:
+            grads[r] = grads[r] + g
+        else:
+            grads[r] = g
+            if r._prev:
+                heappush(heap, (-r._seq, r))
     stolen: set[int] = set()
     clock = _CLOCK[0]
     prev_mode = _GradMode.enabled
     _GradMode.enabled = False
     try:
         pop, get = grads.pop, grads.get
-        for t in order:
-            g = pop(t, None)
-            if g is None:
-                continue
+        while heap:
+            t = heappop(heap)[1]
+            g = pop(t)
             if t._retains_grad:
                 _accumulate(t, g, False, stolen, user_given | {id(g)})
             rule = t._np_backward
@@ -665,7 +677,12 @@ def _backward_np(roots: Sequence[Tensor], grad_roots: Sequence[Any], retain_grap
                 if pg.shape != p.data.shape:
                     pg = _sum_to(pg, p.data.shape)
                 old = get(p)
-                grads[p] = pg if old is None else old + pg
+                if old is not None:
+                    grads[p] = old + pg
+                else:
+                    grads[p] = pg
+                    if p._prev:  # a result: its rule runs once every result using it has passed its gradient
+                        heappush(heap, (-p._seq, p))
         for t, g in grads.items():  # what is left are the leaves' gradients
             # the usual case inline: a new array of the leaf's dtype that no other leaf got (see _accumulate)
             if (

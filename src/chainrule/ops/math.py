@@ -187,12 +187,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     One fused node: one matrix product forward, two backward, no broadcast bookkeeping.
     """
-    if x.shape[-1:] != weight.shape[1:]:
+    xd, wd = x.data, weight.data
+    if xd.shape[-1:] != wd.shape[1:]:
         raise ValueError(
             f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
             f"but the weight expects {weight.shape[1]} (weight shape {weight.shape})"
         )
-    xd, wd = x.data, weight.data
     # a 2-D input: the product as weight @ x.T, returned transposed (a column-major (N, out) array), which
     # OpenBLAS runs 10-40% faster here than x @ weight.T; the next layer then multiplies contiguous operands
     out = _mm(wd, xd.T).T if xd.ndim == 2 else _mm(xd, wd.T)
