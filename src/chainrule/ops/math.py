@@ -307,11 +307,18 @@ def sigmoid(a: Tensor) -> Tensor:
 
 
 def relu(a: Tensor) -> Tensor:
-    mask = a.data > 0
+    d = a.data
+    mask = None
+    if _GradMode.enabled and a.requires_grad:  # (the mask is for the gradient only)
+        mask = d > 0
+        if (
+            d.dtype.kind == "f"
+        ):  # g * a float mask is 2-3x faster than g * a bool one (no cast in the loop); same values
+            mask = mask.astype(d.dtype)
     # np.maximum is one pass and keeps NaN (as a * mask did); the mask is kept for the gradient
     return record(
         "relu",
-        np.maximum(a.data, 0),
+        np.maximum(d, 0),
         (a,),
         lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),),
         saved=(),
