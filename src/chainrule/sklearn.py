@@ -248,13 +248,18 @@ class _BaseNeuralNet(BaseEstimator):
 
     def _gather_grads(self, coef: float) -> float:
         """The layers' gradients into the flat gradient (plus the L2 term); returns the penalty's value."""
-        for p, view in self._views:
-            grad = p.grad
-            if grad is None:
-                view.fill(0)
-            else:
-                np.copyto(view, grad.data)
-                p.grad = None
+        views = self._views
+        grads = [p.grad for p, _ in views]
+        if any(g is None for g in grads):
+            for (_, view), g in zip(views, grads):
+                if g is None:
+                    view.fill(0)
+                else:
+                    np.copyto(view, g.data)
+        else:  # the views lie in order on the flat gradient: one call copies them all
+            np.concatenate([g.data for g in grads], axis=None, out=self._flat_grad)
+        for p, _ in views:
+            p.grad = None
         penalty = 0.0
         if coef:
             w, gw, tmp = self._l2
