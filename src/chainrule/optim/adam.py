@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .optimizer import Optimizer, effective_grad, lazy_state, lerp_, options, split_weight_decay
+from .optimizer import Optimizer, effective_grad, lazy_state, lerp_
 
 
 class Adam(Optimizer):
@@ -48,10 +48,13 @@ class Adam(Optimizer):
         return {"step": 0, "exp_avg": np.zeros_like(p.data), "exp_avg_sq": np.zeros_like(p.data)}
 
     def _update_group(self, group: dict[str, Any]) -> None:
-        lr, eps, wd = options(group, "lr", "eps", "weight_decay")
-        betas = group["betas"]
+        # options() and split_weight_decay() inline: a small model steps in ~100 µs, every call counts
+        lr, eps, wd, betas = float(group["lr"]), float(group["eps"]), float(group["weight_decay"]), group["betas"]
         b1, b2 = float(betas[0]), float(betas[1])
-        decay, l2 = split_weight_decay(lr, wd, group["decoupled_weight_decay"])
+        if group["decoupled_weight_decay"]:
+            decay, l2 = (1 - lr * wd if wd else None), 0.0
+        else:
+            decay, l2 = None, wd
         maximize, amsgrad = group["maximize"], group["amsgrad"]
 
         def args(t: int) -> tuple[Any, ...]:
