@@ -154,21 +154,25 @@ class _FlatGroup:
         into the flat gradient; returns the (common) step count, or None when the flat update can't be used."""
         if len(params) != len(self.params) or keys != self.keys:
             return None
-        dtype, step, state_get, arrays = self.dtype, None, state.get, []
+        dtype, state_get, arrays = self.dtype, state.get, []
+        step = self.states[0].get("step")
+        two = len(keys) == 2  # the usual two state arrays (Adam's): checked without an inner loop
+        k0, k1 = keys if two else (None, None)
         for p, q, view, s, expected in zip(params, self.params, self.views, self.states, self.expected):
             g = p.grad
             if p is not q or p.data is not view or g is None or state_get(p) is not s:
                 return None
             g = g.data
-            if g.shape != view.shape or g.dtype != dtype:
+            if (g.dtype is not dtype and g.dtype != dtype) or g.shape != view.shape:
                 return None
-            for k, a in zip(keys, expected):
-                if s.get(k) is not a:
+            if two:
+                if s.get(k0) is not expected[0] or s.get(k1) is not expected[1]:
                     return None
-            t = s.get("step")
-            if step is None:
-                step = t
-            elif t != step:
+            else:
+                for k, a in zip(keys, expected):
+                    if s.get(k) is not a:
+                        return None
+            if s.get("step") != step:
                 return None
             arrays.append(g)
         if self.grad is not None:  # one call copies every gradient (flattened in C order, as the views lie)
