@@ -87,6 +87,27 @@ def test_fitted_attributes_and_float32(digits) -> None:
     assert clf.set_params(max_iter=3).max_iter == 3
 
 
+def test_dtype_parameter_float32_by_default(digits) -> None:
+    X_train, X_test, y_train, y_test = digits
+    kw = dict(hidden_layer_sizes=(16,), max_iter=3, random_state=0)
+    ours = MLPClassifier(**kw).fit(X_train, y_train)  # float64 X, float32 weights and computation
+    assert ours.get_params()["dtype"] == "float32"
+    assert all(p.dtype == np.float32 for p in ours.model_.parameters())
+    proba = ours.predict_proba(X_test)  # evaluated in X's dtype, as scikit-learn returns it
+    assert proba.dtype == np.float64 and np.allclose(proba.sum(axis=1), 1, atol=1e-12)
+    double = MLPClassifier(dtype="float64", **kw).fit(X_train, y_train)
+    assert all(p.dtype == np.float64 for p in double.model_.parameters())
+    np.testing.assert_allclose(double.loss_curve_, ours.loss_curve_, rtol=1e-4)  # same seeds, same training
+    assert abs(double.score(X_test, y_test) - ours.score(X_test, y_test)) <= 0.01
+    as_x = MLPRegressor(dtype=None, **kw).fit(X_train.astype(np.float32), y_train.astype(float))
+    assert all(p.dtype == np.float32 for p in as_x.model_.parameters())
+    as_x = MLPRegressor(dtype=None, **kw).fit(X_train, y_train.astype(float))
+    assert all(p.dtype == np.float64 for p in as_x.model_.parameters())
+    assert as_x.predict(X_test).dtype == np.float64
+    with pytest.raises(ConfigError, match="dtype"):
+        MLPClassifier(dtype="int32").fit(X_train[:50], y_train[:50])
+
+
 def test_early_stopping_keeps_best_validation_weights(digits) -> None:
     X_train, _, y_train, _ = digits
     clf = MLPClassifier(
@@ -146,7 +167,7 @@ def test_flat_parameter_update_equals_per_parameter_update(digits, solver, cls) 
     """The built-in solvers step one flat parameter that the layers view: the same numbers as stepping each layer."""
     X_train, _, y_train, _ = digits
     X, y = X_train[:300], y_train[:300]
-    kw = dict(hidden_layer_sizes=(12, 7), alpha=0.01, batch_size=64, max_iter=4, random_state=3)
+    kw = dict(hidden_layer_sizes=(12, 7), alpha=0.01, batch_size=64, max_iter=4, random_state=3, dtype="float64")
     flat = MLPClassifier(solver=solver, momentum=0.0 if solver == "sgd" else 0.9, **kw).fit(X, y)
     per = MLPClassifier(solver=cls, **kw).fit(X, y)  # an optimizer class: one state per layer
     assert flat._flat is not None and getattr(per, "_flat", None) is None

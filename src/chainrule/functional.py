@@ -358,13 +358,13 @@ def cross_entropy(
     distribution: (1 − ε)·target + ε/C. For plain class indices on (N, C) input this is one
     fused node whose backward is (softmax(input) − onehot(target))·g.
     """
-    if weight is None and not label_smoothing and reduction in _REDUCTIONS and input.ndim == 2:
+    if weight is None and not label_smoothing and reduction in _REDUCTIONS:
         # the training-loop case first, with the fewest calls: int64 class indices (N,), all in [0, C)
-        t = target.data if isinstance(target, Tensor) else target
-        if type(t) is np.ndarray and t.dtype == np.int64 and t.shape == input.shape[:1]:
-            c = input.shape[1]
-            # one comparison checks 0 <= t < C (negatives wrap to huge unsigned values); no target can be ignored
-            if not 0 <= ignore_index < c and (t.view(np.uint64) < c).all():
+        t, shape = target.data if isinstance(target, Tensor) else target, input.data.shape
+        if len(shape) == 2 and type(t) is np.ndarray and t.dtype == _INT64 and t.shape == shape[:1]:
+            c = shape[1]
+            # one maximum checks 0 <= t < C (negatives wrap to huge unsigned values); no target can be ignored
+            if not 0 <= ignore_index < c and (not t.size or np.maximum.reduce(t.view(np.uint64)) < c):
                 return _fused_cross_entropy(input, t, reduction)
     _check_reduction(reduction, "cross_entropy")
     weight = _weight(weight, input)
@@ -415,17 +415,26 @@ def cross_entropy(
     return loss
 
 
+_INT64 = np.dtype(np.int64)
+_ROWS: dict[int, np.ndarray] = {}  # read-only np.arange(n) for _fused_cross_entropy, by n
+
+
 def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor:
     """Cross-entropy of logits (N, C) against valid class indices t (N,) as one node.
 
     loss_i = −log_softmax(x)_it (computed with the row max subtracted); backward: (softmax(x) − onehot(t))·g.
     """
-    n, _ = input.shape
     x = input.data
+    n = x.shape[0]
     # the ufuncs' reduce directly (what x.max / x.sum call): the same results with fewer Python-level calls
     shifted = x - np.maximum.reduce(x, axis=1, keepdims=True)
     logp = shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
-    rows = np.arange(n)
+    rows = _ROWS.get(n)
+    if rows is None:
+        if len(_ROWS) >= 32:  # batch sizes vary little; keep the cache small anyway
+            _ROWS.clear()
+        rows = _ROWS[n] = np.arange(n)
+        rows.flags.writeable = False
     picked = logp[rows, t]
     if reduction == "none":
         out_data, scale = -picked, None
@@ -435,18 +444,21 @@ def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor
         out_data = np.asarray(-np.add.reduce(picked) / n if n else -picked.mean(), dtype=x.dtype)
         scale = 1.0 / n if n else 1.0
 
+    def np_backward(g: Any) -> tuple[np.ndarray]:
+        d = np.exp(logp)  # a new array: logp stays intact for a second backward (retain_graph)
+        d[rows, t] -= 1.0
+        d *= g * scale if scale is not None else np.reshape(g, (n, 1))
+        return (d,)
+
     def backward(g: Tensor) -> tuple[Tensor]:
         if is_grad_enabled():  # create_graph: softmax recomputed as a recorded op
             onehot = np.zeros_like(x)
             onehot[rows, t] = 1.0
             dlogits = softmax(input, 1) - Tensor(onehot)
             return ((dlogits * (g * scale) if scale is not None else dlogits * g.reshape(n, 1)),)
-        d = np.exp(logp)  # a new array: logp stays intact for a second backward (retain_graph)
-        d[rows, t] -= 1.0
-        d *= g.data * scale if scale is not None else g.data.reshape(n, 1)
-        return (Tensor(d),)
+        return (Tensor(np_backward(g.data)[0]),)
 
-    return record("cross_entropy", out_data, (input,), backward)
+    return record("cross_entropy", out_data, (input,), backward, np_backward=np_backward)
 
 
 def kl_div(input: Tensor, target: Any, reduction: str = "mean", log_target: bool = False) -> Tensor:

@@ -7,7 +7,9 @@ walks that graph once in reverse topological order, applying the chain rule.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
+from heapq import heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -150,6 +152,7 @@ class Tensor:
         "_saved_at",
         "_ver",
         "_retains_grad",
+        "_seq",
         "__weakref__",
     )
     __array_ufunc__ = None  # `ndarray op Tensor` defers to Tensor's reflected operator
@@ -166,6 +169,7 @@ class Tensor:
         self._saved_at = 0  # the in-place clock when this tensor was recorded
         self._ver = 0  # see _version
         self._retains_grad = False
+        self._seq = 0  # for a recorded result: its place in the order of recording (see _backward_np)
         if requires_grad:
             self.requires_grad_(True)
 
@@ -185,6 +189,7 @@ class Tensor:
         t._saved_at = 0
         t._ver = 0
         t._retains_grad = False
+        t._seq = 0
         return t
 
     # -- basic attributes
@@ -395,6 +400,7 @@ class Tensor:
 
 
 _new_tensor = object.__new__
+_next_seq = itertools.count(1).__next__  # numbers the recorded results: a parent is always numbered below its result
 _CLOCK = [0]  # counts the in-place changes of all tensors (see Tensor._version)
 _ANOMALY: list[Any] = [None]  # the hook of chainrule.anomaly while detect_anomaly() is active
 
@@ -437,6 +443,7 @@ def record(
                 out._saved_at = _CLOCK[0]
                 out._ver = 0
                 out._retains_grad = False
+                out._seq = _next_seq()
                 return out
     return Tensor._wrap(data if type(data) is np.ndarray else _as_array(data, None))
 
@@ -534,6 +541,9 @@ def run_backward(
     for r in roots:
         if not r.requires_grad:
             raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
+    if not create_graph and inputs is None and accumulate:
+        _backward_np(roots, grad_roots, retain_graph)
+        return {}
     use_np = not create_graph
     grads: dict[Tensor, Any] = {}  # keyed by the tensors themselves (see _topological_order)
     user_given: set[int] = set()
@@ -600,6 +610,107 @@ def run_backward(
     finally:
         _GradMode.enabled = prev_mode
     return result
+
+
+def _second_backward(t: Tensor) -> RuntimeError:
+    return RuntimeError(
+        "Trying to backward through the graph a second time (or directly access saved tensors "
+        "after they have already been freed). Specify retain_graph=True on the first backward() call "
+        f"if you need to backward through it again (op: {t._op})."
+    )
+
+
+def _backward_np(roots: Sequence[Tensor], grad_roots: Sequence[Any], retain_graph: bool) -> None:
+    """`run_backward` for `Tensor.backward()` without create_graph: NumPy gradients, accumulated into the
+    leaves' `.grad`. For a small model this loop is a fifth of a training step, so it does without a
+    topological sort: the results are numbered as they are recorded (`_seq`), a parent always below its
+    result, so taking the pending result of the highest number, from a heap, runs every rule after the
+    rules of all the results that use it, walking only the part of the graph that gradients reach."""
+    grads: dict[Tensor, Any] = {}
+    user_given: set[int] = set()
+    seeds = []  # kept alive until the end, so that no array made meanwhile gets an id in user_given
+    heap: list[tuple[int, Tensor]] = []
+    for r, g in zip(roots, grad_roots):
+        if g is None and not r.data.ndim:  # the usual 0-d loss: a NumPy scalar 1 is all it takes
+            g = r.data.dtype.type(1)
+        else:
+            g = _seed(r, g)
+            seeds.append(g)
+            user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
+            g = _np_value(g)
+        if r in grads:
+            grads[r] = grads[r] + g
+        else:
+            grads[r] = g
+            if r._prev:
+                heappush(heap, (-r._seq, r))
+    stolen: set[int] = set()
+    clock = _CLOCK[0]
+    prev_mode = _GradMode.enabled
+    _GradMode.enabled = False
+    try:
+        pop, get = grads.pop, grads.get
+        while heap:
+            t = heappop(heap)[1]
+            g = pop(t)
+            if t._retains_grad:
+                _accumulate(t, g, False, stolen, user_given | {id(g)})
+            rule = t._np_backward
+            if rule is None:
+                backward = t._backward
+                if backward is None:
+                    raise _second_backward(t)
+                if t._saved_at != clock:
+                    _check_saved(t)
+                # an op with only the Tensor rule: wrap g, unwrap what it returns
+                parent_grads = [None if pg is None else _np_value(pg) for pg in backward(Tensor._wrap(np.asarray(g)))]
+            else:
+                if t._saved_at != clock:  # something was changed in place since t was recorded: was it saved?
+                    _check_saved(t)
+                parent_grads = rule(g)
+            if not retain_graph:
+                t._backward = t._np_backward = None
+                t._saved = ()
+            for p, pg in zip(t._prev, parent_grads):
+                if pg is None or not p.requires_grad:
+                    continue
+                if pg.shape != p.data.shape:
+                    pg = _sum_to(pg, p.data.shape)
+                old = get(p)
+                if old is not None:
+                    grads[p] = old + pg
+                else:
+                    grads[p] = pg
+                    if p._prev:  # a result: its rule runs once every result using it has passed its gradient
+                        heappush(heap, (-p._seq, p))
+        for t, g in grads.items():  # what is left are the leaves' gradients
+            # the usual case inline: a new array of the leaf's dtype that no other leaf got (see _accumulate)
+            if (
+                t.grad is None
+                and type(g) is np.ndarray
+                and g.base is None
+                and g.dtype is t.data.dtype
+                and id(g) not in stolen
+                and id(g) not in user_given
+            ):
+                stolen.add(id(g))
+                t.grad = w = _new_tensor(Tensor)  # Tensor._wrap(g) inline
+                w.data = g
+                w.grad = None
+                w.requires_grad = False
+                w._op = None
+                w._prev = ()
+                w._backward = None
+                w._np_backward = None
+                w._saved = ()
+                w._saved_at = 0
+                w._ver = 0
+                w._retains_grad = False
+                w._seq = 0
+            else:
+                _accumulate(t, g, False, stolen, user_given)
+    finally:
+        _GradMode.enabled = prev_mode
 
 
 def _accumulate(t: Tensor, g: Any, create_graph: bool, stolen: set[int], shared: set[int]) -> None:

@@ -47,6 +47,9 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound, generator)
 
     def forward(self, x: Tensor) -> Tensor:
+        ps = self._parameters  # read directly: Module.__getattr__ is a Python-level search of three dicts
+        if "weight" in ps and "bias" in ps:
+            return linear(x, ps["weight"], ps["bias"])
         return linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:

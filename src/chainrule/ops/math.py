@@ -187,37 +187,36 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     One fused node: one matrix product forward, two backward, no broadcast bookkeeping.
     """
-    if x.shape[-1:] != weight.shape[1:]:
+    xd, wd = x.data, weight.data
+    if xd.shape[-1:] != wd.shape[1:]:
         raise ValueError(
             f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
             f"but the weight expects {weight.shape[1]} (weight shape {weight.shape})"
         )
-    xd, wd = x.data, weight.data
     # a 2-D input: the product as weight @ x.T, returned transposed (a column-major (N, out) array), which
     # OpenBLAS runs 10-40% faster here than x @ weight.T; the next layer then multiplies contiguous operands
     out = _mm(wd, xd.T).T if xd.ndim == 2 else _mm(xd, wd.T)
     if bias is not None:
         out += bias.data
 
+    def np_backward(gd: np.ndarray) -> tuple:
+        """The same products on NumPy arrays (nothing recorded)."""
+        gx = gw = gb = None
+        if x.requires_grad:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
+            gx = _mm(wd.T, gd.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
+        g2 = gd if gd.ndim == 2 else gd.reshape(-1, gd.shape[-1])
+        if weight.requires_grad:
+            # g.T @ x with a column-major g of few columns: OpenBLAS runs g.T (row-major, few rows) times a
+            # column-major x 2x slower than from a row-major copy of g, which costs little at that size
+            gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
+            gw = _mm(gt.T, xd if xd.ndim == 2 else xd.reshape(-1, xd.shape[-1]))
+        if bias is not None and bias.requires_grad:
+            gb = _column_sums(g2)
+        return gx, gw, gb
+
     def backward(g: Tensor) -> tuple:
-        if not _GradMode.enabled:  # fast path: the same products on NumPy arrays, nothing recorded
-            gd = g.data
-            g2 = gd.reshape(-1, gd.shape[-1]) if gd.ndim != 2 else gd
-            x2 = xd.reshape(-1, xd.shape[-1]) if xd.ndim != 2 else xd
-            gx = None
-            if x.requires_grad:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
-                gx = _mm(wd.T, gd.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
-            gw = None
-            if weight.requires_grad:
-                # g.T @ x with a column-major g of few columns: OpenBLAS runs g.T (row-major, few rows) times a
-                # column-major x 2x slower than from a row-major copy of g, which costs little at that size
-                gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
-                gw = _mm(gt.T, x2)
-            return (
-                Tensor(gx) if gx is not None else None,
-                Tensor(gw) if gw is not None else None,
-                Tensor(_column_sums(g2)) if bias is not None and bias.requires_grad else None,
-            )
+        if not _GradMode.enabled:  # (under detect_anomaly) the NumPy rule, wrapped
+            return tuple(None if a is None else Tensor(a) for a in np_backward(g.data))
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
         x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
         gx = (g @ weight) if x.requires_grad else None
@@ -226,7 +225,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         return gx, gw, gb
 
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return record("linear", out, parents, backward, saved=(x, weight))
+    return record("linear", out, parents, backward, saved=(x, weight), np_backward=np_backward)
 
 
 # ----------------------------------------------------------------------------- unary
@@ -308,14 +307,20 @@ def sigmoid(a: Tensor) -> Tensor:
 
 
 def relu(a: Tensor) -> Tensor:
-    mask = a.data > 0
+    d = a.data
+    mask = None
+    if _GradMode.enabled and a.requires_grad:  # (the mask is for the gradient only)
+        mask = d > 0
+        if d.dtype.kind == "f":  # g * a float mask: 2-3x faster than g * a bool one (no cast in the loop)
+            mask = mask.astype(d.dtype)
     # np.maximum is one pass and keeps NaN (as a * mask did); the mask is kept for the gradient
     return record(
         "relu",
-        np.maximum(a.data, 0),
+        np.maximum(d, 0),
         (a,),
         lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),),
         saved=(),
+        np_backward=lambda g: (g * mask,),
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..tensor import Tensor
-from .optimizer import Optimizer, effective_grad, lazy_state, lerp_, options, split_weight_decay, square_avg_
+from .optimizer import Optimizer, effective_grad, lazy_state, lerp_
 
 
 class Adam(Optimizer):
@@ -48,9 +48,13 @@ class Adam(Optimizer):
         return {"step": 0, "exp_avg": np.zeros_like(p.data), "exp_avg_sq": np.zeros_like(p.data)}
 
     def _update_group(self, group: dict[str, Any]) -> None:
-        lr, eps, wd = options(group, "lr", "eps", "weight_decay")
-        b1, b2 = (float(b) for b in group["betas"])
-        decay, l2 = split_weight_decay(lr, wd, group["decoupled_weight_decay"])
+        # options() and split_weight_decay() inline: a small model steps in ~100 µs, every call counts
+        lr, eps, wd, betas = float(group["lr"]), float(group["eps"]), float(group["weight_decay"]), group["betas"]
+        b1, b2 = float(betas[0]), float(betas[1])
+        if group["decoupled_weight_decay"]:
+            decay, l2 = (1 - lr * wd if wd else None), 0.0
+        else:
+            decay, l2 = None, wd
         maximize, amsgrad = group["maximize"], group["amsgrad"]
 
         def args(t: int) -> tuple[Any, ...]:
@@ -100,9 +104,17 @@ def _adam(
     tmp = scratch[1]
     if decay is not None:
         p *= decay
-    g = effective_grad(p, grad, scratch[0], maximize, l2)
-    lerp_(m, g, 1 - b1, tmp)
-    square_avg_(v, g, b2, tmp)
+    g = effective_grad(p, grad, scratch[0], maximize, l2) if l2 or maximize else grad
+    if abs(1 - b1) < 0.5:  # lerp_(m, g, 1 - b1, tmp) and square_avg_(v, g, b2, tmp) inline: the usual betas
+        np.subtract(g, m, out=tmp)
+        tmp *= 1 - b1
+        m += tmp
+    else:
+        lerp_(m, g, 1 - b1, tmp)
+    v *= b2
+    np.multiply(g, 1 - b2, out=tmp)
+    tmp *= g
+    v += tmp
     if vmax is not None:  # amsgrad
         np.maximum(vmax, v, out=vmax)
         v = vmax

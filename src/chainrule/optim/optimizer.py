@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tensor import Tensor, enable_grad
+from ..tensor import _CLOCK, Tensor, enable_grad
 
 _CHUNK_BYTES = 1 << 18
 
@@ -154,26 +154,29 @@ class _FlatGroup:
         into the flat gradient; returns the (common) step count, or None when the flat update can't be used."""
         if len(params) != len(self.params) or keys != self.keys:
             return None
-        dtype, step, grads, state_get = self.dtype, None, self.grads, state.get
-        for p, q, view, s, expected, i in zip(
-            params, self.params, self.views, self.states, self.expected, range(len(params))
-        ):
+        dtype, state_get, arrays = self.dtype, state.get, []
+        step = self.states[0].get("step")
+        two = len(keys) == 2  # the usual two state arrays (Adam's): checked without an inner loop
+        k0, k1 = keys if two else (None, None)
+        for p, q, view, s, expected in zip(params, self.params, self.views, self.states, self.expected):
             g = p.grad
             if p is not q or p.data is not view or g is None or state_get(p) is not s:
                 return None
             g = g.data
-            if g.shape != view.shape or g.dtype != dtype:
+            if (g.dtype is not dtype and g.dtype != dtype) or g.shape != view.shape:
                 return None
-            for k, a in zip(keys, expected):
-                if s.get(k) is not a:
+            if two:
+                if s.get(k0) is not expected[0] or s.get(k1) is not expected[1]:
                     return None
-            t = s.get("step")
-            if step is None:
-                step = t
-            elif t != step:
+            else:
+                for k, a in zip(keys, expected):
+                    if s.get(k) is not a:
+                        return None
+            if s.get("step") != step:
                 return None
-            if grads:
-                np.copyto(grads[i], g)
+            arrays.append(g)
+        if self.grad is not None:  # one call copies every gradient (flattened in C order, as the views lie)
+            np.concatenate(arrays, axis=None, out=self.grad)
         return step
 
     def arrays(self) -> list[np.ndarray]:
@@ -184,9 +187,12 @@ class _FlatGroup:
 
     def finish(self, step: int) -> None:
         """Record the step in every parameter's state and mark the parameters as modified in place."""
-        for p, s in zip(self.params, self.states):
+        for s in self.states:
             s["step"] = step
-            p._version += 1
+        _CLOCK[0] += 1  # Tensor._changed for each parameter, at one time of the in-place clock
+        now = _CLOCK[0]
+        for p in self.params:
+            p._ver = now
 
 
 class Optimizer:
