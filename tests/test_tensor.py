@@ -599,3 +599,25 @@ def test_backward_inputs_matches_torch() -> None:
         return [None if t.grad is None else t.grad.numpy().tolist() for t in (x, w, h)]
 
     assert run(cr) == run(torch)
+
+
+def test_detach_shares_the_in_place_version_like_torch() -> None:
+    # an in-place change of the detached tensor is a change of its source, and the other way round
+    for lib in (torch, cr):
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        z = (x * x).sum()
+        with lib.no_grad():
+            x.detach().add_(1.0)
+        with pytest.raises(RuntimeError, match="modified by an in"):
+            z.backward()
+        b = lib.tensor([1.0, 2.0], requires_grad=True) * 2
+        d = (b.detach() * lib.tensor([3.0, 4.0], requires_grad=True)).sum()
+        with lib.no_grad():
+            b.mul_(2)
+        with pytest.raises(RuntimeError, match="modified by an in"):
+            d.backward()
+    y = cr.tensor([1.0, 2.0], requires_grad=True)
+    dy = y.detach()
+    assert dy.is_leaf and not dy.requires_grad and np.shares_memory(dy.data, y.data)
+    (y * y).sum().backward()  # untouched: fine
+    np.testing.assert_array_equal(y.grad.data, [2.0, 4.0])

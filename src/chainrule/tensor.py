@@ -275,8 +275,11 @@ class Tensor:
 
     # -- graph-related
     def detach(self) -> Tensor:
-        """A new leaf sharing this tensor's data, cut from the graph."""
-        return Tensor(self.data)
+        """A new leaf sharing this tensor's data, cut from the graph. As in PyTorch, the two share their in-place
+        version: changing either in place is an error for a graph that saved the other."""
+        t = _Detached(self.data)
+        t._source = self
+        return t
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if not self.is_leaf and not requires_grad:
@@ -399,6 +402,16 @@ class Tensor:
         return self.to(int64)
 
 
+class _Detached(Tensor):
+    """`detach()`'s result: a leaf on its source's data whose in-place changes count as changes of the source."""
+
+    __slots__ = ("_source",)
+
+    def _changed(self) -> None:
+        super()._changed()
+        self._source._changed()
+
+
 _new_tensor = object.__new__
 _next_seq = itertools.count(1).__next__  # numbers the recorded results: a parent is always numbered below its result
 _CLOCK = [0]  # counts the in-place changes of all tensors (see Tensor._version)
@@ -461,9 +474,12 @@ def _check_saved(t: Tensor) -> None:
                     f"one of the tensors needed for the gradient of {t._op} was modified by an in-place "
                     f"operation (shape {s.shape}, version {s._ver}, expected at most {t._saved_at})"
                 )
-            if not (s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data)):
+            if type(s) is _Detached:  # shares its source's data: a change of the source counts too
+                s = s._source
+            elif s._op in _VIEW_OPS and np.may_share_memory(s.data, s._prev[0].data):
+                s = s._prev[0]
+            else:
                 break
-            s = s._prev[0]
 
 
 # ----------------------------------------------------------------------------- engine
