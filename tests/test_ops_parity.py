@@ -554,3 +554,11 @@ def test_comparisons_carry_no_gradient(name: str, data) -> None:
     op = COMPARE[name]
     check(lambda m, a, b: op(a, b), x, y)  # outputs are bool and do not require grad
     check(lambda m, a: (op(a, 0.5), op(0.5, a), getattr(a, name)(1.0)), x)
+
+
+@pytest.mark.parametrize("name", ["exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid"])
+def test_unary_of_integers_gives_default_float(name: str) -> None:
+    ours, theirs = getattr(cr.tensor([1, 2, 3]), name)(), getattr(torch.tensor([1, 2, 3]), name)()
+    assert ours.dtype == np.float32 and theirs.dtype == torch.float32
+    np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-6)
+    assert getattr(cr.tensor([True, False]), name)().dtype == np.float32

@@ -241,16 +241,29 @@ def abs(a: Tensor) -> Tensor:
     )
 
 
+def _floating(a: Tensor) -> Tensor:
+    """`a`, or for an integer/bool tensor its values in the default float dtype: exp, log, sigmoid... of integers
+    are real numbers (PyTorch gives float32 too). Integer tensors never require grad, so nothing is recorded."""
+    if a.data.dtype.kind == "f":
+        return a
+    from ..tensor import get_default_dtype
+
+    return Tensor._wrap(a.data.astype(get_default_dtype()))
+
+
 def exp(a: Tensor) -> Tensor:
+    a = _floating(a)
     out = record("exp", np.exp(a.data), (a,), lambda g: (g * out,), np_backward=lambda g: (g * out.data[()],))
     return out
 
 
 def log(a: Tensor) -> Tensor:
+    a = _floating(a)
     return record("log", np.log(a.data), (a,), lambda g: (g / a,), np_backward=lambda g: (g / a.data[()],))
 
 
 def log1p(a: Tensor) -> Tensor:
+    a = _floating(a)
     return record(
         "log1p",
         np.log1p(a.data),
@@ -261,6 +274,7 @@ def log1p(a: Tensor) -> Tensor:
 
 
 def sqrt(a: Tensor) -> Tensor:
+    a = _floating(a)
     out = record(
         "sqrt", np.sqrt(a.data), (a,), lambda g: (g / (out * 2.0),), np_backward=lambda g: (g / (out.data[()] * 2.0),)
     )
@@ -268,14 +282,17 @@ def sqrt(a: Tensor) -> Tensor:
 
 
 def sin(a: Tensor) -> Tensor:
+    a = _floating(a)
     return record("sin", np.sin(a.data), (a,), lambda g: (g * cos(a),), np_backward=lambda g: (g * np.cos(a.data),))
 
 
 def cos(a: Tensor) -> Tensor:
+    a = _floating(a)
     return record("cos", np.cos(a.data), (a,), lambda g: (-g * sin(a),), np_backward=lambda g: (-g * np.sin(a.data),))
 
 
 def tanh(a: Tensor) -> Tensor:
+    a = _floating(a)
     out = record(
         "tanh",
         np.tanh(a.data),
@@ -293,6 +310,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(a: Tensor) -> Tensor:
+    a = _floating(a)
     x = a.data[()]
     val = 1.0 / (1.0 + np.exp(-x)) if type(x) in _SCALAR_FLOATS and x > -700 else _sigmoid(a.data)
 
