@@ -269,7 +269,11 @@ def _g_matrix(g: np.ndarray, groups: int) -> np.ndarray:
 def _conv_np(
     x: np.ndarray, w: np.ndarray, spec: _ConvSpec, bias: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """conv(x, w) + bias and the cols of x (for the weight gradient)."""
+    """conv(x, w) + bias and the cols of x (for the weight gradient).
+
+    When the bias rides in the product, the returned cols keep their row of ones
+    (G, C/G·kH·kW + 1, OH·OW·N): the weight-gradient product then also gives the bias gradient.
+    """
     n = x.shape[0]
     o = w.shape[0]
     g = spec.groups
@@ -281,7 +285,7 @@ def _conv_np(
     out = np.matmul(wm, cols).reshape(o, *spec.geo.out, n).transpose(3, 0, 1, 2)  # memory (O, OH, OW, N)
     if bias is not None and not fold:
         out += bias.reshape(1, -1, 1, 1)
-    return out, cols[:, : wm.shape[2] - fold]
+    return out, cols
 
 
 def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.ndarray:
@@ -306,18 +310,29 @@ def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.nda
 
 
 def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np.ndarray | None) -> np.ndarray:
+    """d<conv(x, w), g>/dw (w_shape); with cols carrying the row of ones, (G, rows + 1, O/G): the last row of
+    each group is the bias gradient (see _conv_wb_grad_np)."""
     cols = _im2col(x, spec) if cols is None else cols
     gm = _g_matrix(g, spec.groups)
     grp, rows, k = cols.shape
     oh = spec.geo.out[0]
+    full = rows != spec.w_shape[1] * spec.w_shape[2] * spec.w_shape[3]  # the ones row is there
     if rows * gm.shape[1] <= 1024 and oh > 1 and gm.strides[2] == cols.strides[2] == cols.itemsize:
         # A tiny result over a very long contraction runs far below BLAS's peak (about 2x slower measured for
         # 9x16 over 43264): contract OH chunks as one batched product and add the OH partial results.
         cc = cols.reshape(grp, rows, oh, k // oh).transpose(0, 2, 1, 3)  # (G, OH, rows, K/OH), no copy
         gc = gm.reshape(grp, gm.shape[1], oh, k // oh).transpose(0, 2, 3, 1)  # (G, OH, K/OH, O/G)
-        return np.matmul(cc, gc).sum(1).transpose(0, 2, 1).reshape(spec.w_shape)
-    # (cols · gᵀ)ᵀ rather than g · colsᵀ: the long N·OH·OW axis is contracted as BLAS does it fastest
-    return np.matmul(cols, gm.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(spec.w_shape)
+        res = np.matmul(cc, gc).sum(1)  # (G, rows, O/G)
+    else:
+        # cols · gᵀ rather than g · colsᵀ: the long N·OH·OW axis is contracted as BLAS does it fastest
+        res = np.matmul(cols, gm.transpose(0, 2, 1))
+    return res if full else res.transpose(0, 2, 1).reshape(spec.w_shape)
+
+
+def _conv_wb_grad_np(g: np.ndarray, spec: _ConvSpec, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weight gradient, bias gradient) from one product, cols carrying its row of ones (see _conv_np)."""
+    res = _conv_weight_grad_np(None, g, spec, cols)  # type: ignore[arg-type]
+    return res[:, :-1].transpose(0, 2, 1).reshape(spec.w_shape), res[:, -1].reshape(-1)
 
 
 # ----------------------------------------------------------------------------- convolution ops (recorded)
@@ -325,7 +340,10 @@ def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np
 
 def _conv(x: Tensor, w: Tensor, spec: _ConvSpec, bias: Tensor | None = None) -> Tensor:
     """Convolution (plus bias) as a recorded op; without bias also the derivative of the two gradient ops."""
-    out, cols = _conv_np(x.data, w.data, spec, None if bias is None else bias.data)
+    out, cols_full = _conv_np(x.data, w.data, spec, None if bias is None else bias.data)
+    rows = spec.w_shape[1] * spec.w_shape[2] * spec.w_shape[3]
+    folded = cols_full.shape[1] != rows
+    cols = cols_full[:, :rows] if folded else cols_full
 
     def backward(g: Tensor) -> tuple:
         gx = _conv_input_grad(g, w, spec) if x.requires_grad else None
@@ -333,7 +351,19 @@ def _conv(x: Tensor, w: Tensor, spec: _ConvSpec, bias: Tensor | None = None) -> 
         gb = _bias_grad(g) if bias is not None and bias.requires_grad else None
         return gx, gw, gb
 
-    return record("conv2d", out, (x, w) if bias is None else (x, w, bias), backward, saved=(x, w))
+    def np_backward(g: np.ndarray) -> tuple:  # without create_graph: NumPy only, the bias gradient rides along
+        gx = _conv_input_grad_np(g, w.data, spec) if x.requires_grad else None
+        gw = gb = None
+        want_b = bias is not None and bias.requires_grad
+        if w.requires_grad and want_b and folded:
+            gw, gb = _conv_wb_grad_np(g, spec, cols_full)
+        else:
+            gw = _conv_weight_grad_np(x.data, g, spec, cols) if w.requires_grad else None
+            gb = _sum_but_channels(g) if want_b else None
+        return gx, gw, gb
+
+    parents = (x, w) if bias is None else (x, w, bias)
+    return record("conv2d", out, parents, backward, saved=(x, w), np_backward=np_backward)
 
 
 def _sum_but_channels(v: np.ndarray) -> np.ndarray:
