@@ -222,7 +222,14 @@ def _padded_shape(lead: tuple[int, ...], geo: _Geometry) -> tuple[int, ...]:
 def _linear_op(name: str, fwd: Callable, adj: Callable, x: Tensor, value: np.ndarray | None = None) -> Tensor:
     """Record the linear map `fwd` applied to `x`; its gradient is the adjoint map `adj` (recorded the same way)."""
     out = fwd(x.data) if value is None else value
-    return record(name, out, (x,), lambda g: (_linear_op(name + "_backward", adj, fwd, g),), saved=())
+    return record(
+        name,
+        out,
+        (x,),
+        lambda g: (_linear_op(name + "_backward", adj, fwd, g),),
+        saved=(),
+        np_backward=lambda g: (adj(g),),  # without create_graph: the adjoint on the NumPy gradient
+    )
 
 
 # ----------------------------------------------------------------------------- convolution kernels (NumPy)
