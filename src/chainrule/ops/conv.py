@@ -531,13 +531,25 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
             np.maximum(m, v, out=m)
         return m
 
-    half = len(views) // 2
-    parts = [views] if half < 2 else [views[:half], views[half:]]
-    best, *rest = _parallel([lambda vs=vs: running_max(vs) for vs in parts], views[0].size)
     # 4 offsets (2x2 windows): the first maximum is found as a tournament of the pairs (0, 1), (2, 3)
     # and of their maxima, three comparisons instead of four equality tests and their tie-breaking
     pairwise = len(views) == 4 and x.requires_grad and is_grad_enabled()
-    hi = (rest[0] > best) if pairwise else None  # the second pair holds the first maximum
+    hi = pair_wins = None
+    if pairwise and _num_threads() == 1:
+        # the second of a pair is its first maximum where the pair's maximum exceeds the first (NaN: neither):
+        # one strided read instead of two, while the pair's values are still in cache
+        best = np.maximum(views[0], views[1])
+        b1 = best > views[0]
+        rest = [np.maximum(views[2], views[3])]
+        pair_wins = (b1, rest[0] > views[2])
+    else:
+        half = len(views) // 2
+        parts = [views] if half < 2 else [views[:half], views[half:]]
+        best, *rest = _parallel([lambda vs=vs: running_max(vs) for vs in parts], views[0].size)
+        if pairwise:
+            pair_wins = (views[1] > views[0], views[3] > views[2])
+    if pairwise:
+        hi = rest[0] > best  # the second pair holds the first maximum
     for r in rest:
         np.maximum(best, r, out=best)
     shape_p = _padded_shape((n, c), geo)
@@ -549,7 +561,7 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     def selection() -> list[np.ndarray]:
         """One boolean mask per kernel offset marking where it holds its window's first maximum (as PyTorch)."""
         if not masks and hi is not None:
-            b1, b3 = views[1] > views[0], views[3] > views[2]  # the second of a pair is its first maximum
+            b1, b3 = pair_wins  # type: ignore[misc]
             f1, f3, fhi = _flat(b1), _flat(b3), _flat(hi)
             if np.may_share_memory(f1, b1) and np.may_share_memory(f3, b3) and np.may_share_memory(fhi, hi):
                 s0, s3 = np.empty_like(b1), np.empty_like(b1)  # b1's layout: their flat views line up
