@@ -18,7 +18,9 @@ of large arrays can run on a small thread pool (opt-in: $CHAINRULE_NUM_THREADS; 
 Every backward rule is itself a recorded op: conv's input gradient (a transposed convolution)
 and weight gradient (a correlation of input and gradient) have backward rules made of the same
 three ops, and the pooling ops are linear maps recorded with their adjoints, so
-`create_graph=True` gives exact higher-order gradients.
+`create_graph=True` gives exact higher-order gradients. Without `create_graph` the engine runs the
+same rules on NumPy arrays (`np_backward`): no Tensor per intermediate gradient, and conv's bias
+gradient comes out of the weight-gradient product (the row of ones kept in cols) instead of a pass over g.
 """
 
 from __future__ import annotations
