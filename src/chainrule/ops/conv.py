@@ -18,7 +18,9 @@ of large arrays can run on a small thread pool (opt-in: $CHAINRULE_NUM_THREADS; 
 Every backward rule is itself a recorded op: conv's input gradient (a transposed convolution)
 and weight gradient (a correlation of input and gradient) have backward rules made of the same
 three ops, and the pooling ops are linear maps recorded with their adjoints, so
-`create_graph=True` gives exact higher-order gradients.
+`create_graph=True` gives exact higher-order gradients. Without `create_graph` the engine runs the
+same rules on NumPy arrays (`np_backward`): no Tensor per intermediate gradient, and conv's bias
+gradient comes out of the weight-gradient product (the row of ones kept in cols) instead of a pass over g.
 """
 
 from __future__ import annotations
@@ -222,7 +224,14 @@ def _padded_shape(lead: tuple[int, ...], geo: _Geometry) -> tuple[int, ...]:
 def _linear_op(name: str, fwd: Callable, adj: Callable, x: Tensor, value: np.ndarray | None = None) -> Tensor:
     """Record the linear map `fwd` applied to `x`; its gradient is the adjoint map `adj` (recorded the same way)."""
     out = fwd(x.data) if value is None else value
-    return record(name, out, (x,), lambda g: (_linear_op(name + "_backward", adj, fwd, g),), saved=())
+    return record(
+        name,
+        out,
+        (x,),
+        lambda g: (_linear_op(name + "_backward", adj, fwd, g),),
+        saved=(),
+        np_backward=lambda g: (adj(g),),  # without create_graph: the adjoint on the NumPy gradient
+    )
 
 
 # ----------------------------------------------------------------------------- convolution kernels (NumPy)
@@ -269,7 +278,11 @@ def _g_matrix(g: np.ndarray, groups: int) -> np.ndarray:
 def _conv_np(
     x: np.ndarray, w: np.ndarray, spec: _ConvSpec, bias: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """conv(x, w) + bias and the cols of x (for the weight gradient)."""
+    """conv(x, w) + bias and the cols of x (for the weight gradient).
+
+    When the bias rides in the product, the returned cols keep their row of ones
+    (G, C/G·kH·kW + 1, OH·OW·N): the weight-gradient product then also gives the bias gradient.
+    """
     n = x.shape[0]
     o = w.shape[0]
     g = spec.groups
@@ -281,7 +294,7 @@ def _conv_np(
     out = np.matmul(wm, cols).reshape(o, *spec.geo.out, n).transpose(3, 0, 1, 2)  # memory (O, OH, OW, N)
     if bias is not None and not fold:
         out += bias.reshape(1, -1, 1, 1)
-    return out, cols[:, : wm.shape[2] - fold]
+    return out, cols
 
 
 def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.ndarray:
@@ -306,18 +319,29 @@ def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.nda
 
 
 def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np.ndarray | None) -> np.ndarray:
+    """d<conv(x, w), g>/dw (w_shape); with cols carrying the row of ones, (G, rows + 1, O/G): the last row of
+    each group is the bias gradient (see _conv_wb_grad_np)."""
     cols = _im2col(x, spec) if cols is None else cols
     gm = _g_matrix(g, spec.groups)
     grp, rows, k = cols.shape
     oh = spec.geo.out[0]
+    full = rows != spec.w_shape[1] * spec.w_shape[2] * spec.w_shape[3]  # the ones row is there
     if rows * gm.shape[1] <= 1024 and oh > 1 and gm.strides[2] == cols.strides[2] == cols.itemsize:
         # A tiny result over a very long contraction runs far below BLAS's peak (about 2x slower measured for
         # 9x16 over 43264): contract OH chunks as one batched product and add the OH partial results.
         cc = cols.reshape(grp, rows, oh, k // oh).transpose(0, 2, 1, 3)  # (G, OH, rows, K/OH), no copy
         gc = gm.reshape(grp, gm.shape[1], oh, k // oh).transpose(0, 2, 3, 1)  # (G, OH, K/OH, O/G)
-        return np.matmul(cc, gc).sum(1).transpose(0, 2, 1).reshape(spec.w_shape)
-    # (cols · gᵀ)ᵀ rather than g · colsᵀ: the long N·OH·OW axis is contracted as BLAS does it fastest
-    return np.matmul(cols, gm.transpose(0, 2, 1)).transpose(0, 2, 1).reshape(spec.w_shape)
+        res = np.matmul(cc, gc).sum(1)  # (G, rows, O/G)
+    else:
+        # cols · gᵀ rather than g · colsᵀ: the long N·OH·OW axis is contracted as BLAS does it fastest
+        res = np.matmul(cols, gm.transpose(0, 2, 1))
+    return res if full else res.transpose(0, 2, 1).reshape(spec.w_shape)
+
+
+def _conv_wb_grad_np(g: np.ndarray, spec: _ConvSpec, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weight gradient, bias gradient) from one product, cols carrying its row of ones (see _conv_np)."""
+    res = _conv_weight_grad_np(None, g, spec, cols)  # type: ignore[arg-type]
+    return res[:, :-1].transpose(0, 2, 1).reshape(spec.w_shape), res[:, -1].reshape(-1)
 
 
 # ----------------------------------------------------------------------------- convolution ops (recorded)
@@ -325,7 +349,10 @@ def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np
 
 def _conv(x: Tensor, w: Tensor, spec: _ConvSpec, bias: Tensor | None = None) -> Tensor:
     """Convolution (plus bias) as a recorded op; without bias also the derivative of the two gradient ops."""
-    out, cols = _conv_np(x.data, w.data, spec, None if bias is None else bias.data)
+    out, cols_full = _conv_np(x.data, w.data, spec, None if bias is None else bias.data)
+    rows = spec.w_shape[1] * spec.w_shape[2] * spec.w_shape[3]
+    folded = cols_full.shape[1] != rows
+    cols = cols_full[:, :rows] if folded else cols_full
 
     def backward(g: Tensor) -> tuple:
         gx = _conv_input_grad(g, w, spec) if x.requires_grad else None
@@ -333,7 +360,19 @@ def _conv(x: Tensor, w: Tensor, spec: _ConvSpec, bias: Tensor | None = None) -> 
         gb = _bias_grad(g) if bias is not None and bias.requires_grad else None
         return gx, gw, gb
 
-    return record("conv2d", out, (x, w) if bias is None else (x, w, bias), backward, saved=(x, w))
+    def np_backward(g: np.ndarray) -> tuple:  # without create_graph: NumPy only, the bias gradient rides along
+        gx = _conv_input_grad_np(g, w.data, spec) if x.requires_grad else None
+        gw = gb = None
+        want_b = bias is not None and bias.requires_grad
+        if w.requires_grad and want_b and folded:
+            gw, gb = _conv_wb_grad_np(g, spec, cols_full)
+        else:
+            gw = _conv_weight_grad_np(x.data, g, spec, cols) if w.requires_grad else None
+            gb = _sum_but_channels(g) if want_b else None
+        return gx, gw, gb
+
+    parents = (x, w) if bias is None else (x, w, bias)
+    return record("conv2d", out, parents, backward, saved=(x, w), np_backward=np_backward)
 
 
 def _sum_but_channels(v: np.ndarray) -> np.ndarray:
@@ -494,13 +533,25 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
             np.maximum(m, v, out=m)
         return m
 
-    half = len(views) // 2
-    parts = [views] if half < 2 else [views[:half], views[half:]]
-    best, *rest = _parallel([lambda vs=vs: running_max(vs) for vs in parts], views[0].size)
     # 4 offsets (2x2 windows): the first maximum is found as a tournament of the pairs (0, 1), (2, 3)
     # and of their maxima, three comparisons instead of four equality tests and their tie-breaking
     pairwise = len(views) == 4 and x.requires_grad and is_grad_enabled()
-    hi = (rest[0] > best) if pairwise else None  # the second pair holds the first maximum
+    hi = pair_wins = None
+    if pairwise and _num_threads() == 1:
+        # the second of a pair is its first maximum where the pair's maximum exceeds the first (NaN: neither):
+        # one strided read instead of two, while the pair's values are still in cache
+        best = np.maximum(views[0], views[1])
+        b1 = best > views[0]
+        rest = [np.maximum(views[2], views[3])]
+        pair_wins = (b1, rest[0] > views[2])
+    else:
+        half = len(views) // 2
+        parts = [views] if half < 2 else [views[:half], views[half:]]
+        best, *rest = _parallel([lambda vs=vs: running_max(vs) for vs in parts], views[0].size)
+        if pairwise:
+            pair_wins = (views[1] > views[0], views[3] > views[2])
+    if pairwise:
+        hi = rest[0] > best  # the second pair holds the first maximum
     for r in rest:
         np.maximum(best, r, out=best)
     shape_p = _padded_shape((n, c), geo)
@@ -512,7 +563,7 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     def selection() -> list[np.ndarray]:
         """One boolean mask per kernel offset marking where it holds its window's first maximum (as PyTorch)."""
         if not masks and hi is not None:
-            b1, b3 = views[1] > views[0], views[3] > views[2]  # the second of a pair is its first maximum
+            b1, b3 = pair_wins  # type: ignore[misc]
             f1, f3, fhi = _flat(b1), _flat(b3), _flat(hi)
             if np.may_share_memory(f1, b1) and np.may_share_memory(f3, b3) and np.may_share_memory(fhi, hi):
                 s0, s3 = np.empty_like(b1), np.empty_like(b1)  # b1's layout: their flat views line up
