@@ -710,19 +710,7 @@ def _backward_np(roots: Sequence[Tensor], grad_roots: Sequence[Any], retain_grap
                 and id(g) not in user_given
             ):
                 stolen.add(id(g))
-                t.grad = w = _new_tensor(Tensor)  # Tensor._wrap(g) inline
-                w.data = g
-                w.grad = None
-                w.requires_grad = False
-                w._op = None
-                w._prev = ()
-                w._backward = None
-                w._np_backward = None
-                w._saved = ()
-                w._saved_at = 0
-                w._ver = 0
-                w._retains_grad = False
-                w._seq = 0
+                t.grad = Tensor._wrap(g)
             else:
                 _accumulate(t, g, False, stolen, user_given)
     finally:
