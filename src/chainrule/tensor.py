@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Sequence
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 import numpy as np
@@ -539,6 +539,28 @@ def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     return g.sum(axes, keepdims=True).reshape(shape) if axes else np.reshape(g, shape)
 
 
+def _seed_grads(
+    roots: Sequence[Tensor], grad_roots: Sequence[Any], use_np: bool
+) -> tuple[dict[Tensor, Any], set[int], list[Tensor]]:
+    """The roots' starting gradients (summed for a root given twice), the ids of the arrays the caller gave
+    (never handed to a leaf as its .grad), and the seed Tensors, which the caller keeps alive until the end
+    so that no array made meanwhile gets one of those ids."""
+    grads: dict[Tensor, Any] = {}
+    user_given: set[int] = set()
+    seeds = []
+    for r, g in zip(roots, grad_roots):
+        if g is None and use_np and not r.data.ndim:  # the usual 0-d loss: a NumPy scalar 1 is all it takes
+            g = r.data.dtype.type(1)
+        else:
+            g = _seed(r, g)
+            seeds.append(g)
+            user_given.add(id(g.data))
+            if use_np:
+                g = _np_value(g)
+        grads[r] = grads[r] + g if r in grads else g
+    return grads, user_given, seeds
+
+
 def run_backward(
     roots: Sequence[Tensor],
     grad_roots: Sequence[Any],
@@ -561,19 +583,7 @@ def run_backward(
         _backward_np(roots, grad_roots, retain_graph)
         return {}
     use_np = not create_graph
-    grads: dict[Tensor, Any] = {}  # keyed by the tensors themselves (see _topological_order)
-    user_given: set[int] = set()
-    seeds = []  # kept alive until the end, so that no array made meanwhile gets an id in user_given
-    for r, g in zip(roots, grad_roots):
-        if g is None and use_np and not r.data.ndim:  # the usual 0-d loss: a NumPy scalar 1 is all it takes
-            g = r.data.dtype.type(1)
-        else:
-            g = _seed(r, g)
-            seeds.append(g)
-            user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
-            if use_np:
-                g = _np_value(g)
-        grads[r] = grads[r] + g if r in grads else g
+    grads, user_given, seeds = _seed_grads(roots, grad_roots, use_np)  # keyed by the tensors themselves
     wanted = None if inputs is None else set(inputs)
     result: dict[int, Tensor] = {}
     stolen: set[int] = set()
@@ -591,11 +601,7 @@ def run_backward(
                 _accumulate(t, g, create_graph, stolen, user_given | {id(g.data if create_graph else g)})
             backward = t._backward
             if backward is None:
-                raise RuntimeError(
-                    "Trying to backward through the graph a second time (or directly access saved tensors "
-                    "after they have already been freed). Specify retain_graph=True on the first backward() call "
-                    f"if you need to backward through it again (op: {t._op})."
-                )
+                raise _second_backward(t)
             if t._saved_at != _CLOCK[0]:  # something was changed in place since t was recorded: was it saved?
                 _check_saved(t)
             if not use_np:
@@ -642,24 +648,9 @@ def _backward_np(roots: Sequence[Tensor], grad_roots: Sequence[Any], retain_grap
     topological sort: the results are numbered as they are recorded (`_seq`), a parent always below its
     result, so taking the pending result of the highest number, from a heap, runs every rule after the
     rules of all the results that use it, walking only the part of the graph that gradients reach."""
-    grads: dict[Tensor, Any] = {}
-    user_given: set[int] = set()
-    seeds = []  # kept alive until the end, so that no array made meanwhile gets an id in user_given
-    heap: list[tuple[int, Tensor]] = []
-    for r, g in zip(roots, grad_roots):
-        if g is None and not r.data.ndim:  # the usual 0-d loss: a NumPy scalar 1 is all it takes
-            g = r.data.dtype.type(1)
-        else:
-            g = _seed(r, g)
-            seeds.append(g)
-            user_given.add(id(g.data))  # never hand the caller's array to a leaf as its .grad
-            g = _np_value(g)
-        if r in grads:
-            grads[r] = grads[r] + g
-        else:
-            grads[r] = g
-            if r._prev:
-                heappush(heap, (-r._seq, r))
+    grads, user_given, seeds = _seed_grads(roots, grad_roots, True)
+    heap = [(-r._seq, r) for r in grads if r._prev]
+    heapify(heap)
     stolen: set[int] = set()
     clock = _CLOCK[0]
     prev_mode = _GradMode.enabled
@@ -700,19 +691,7 @@ def _backward_np(roots: Sequence[Tensor], grad_roots: Sequence[Any], retain_grap
                     if p._prev:  # a result: its rule runs once every result using it has passed its gradient
                         heappush(heap, (-p._seq, p))
         for t, g in grads.items():  # what is left are the leaves' gradients
-            # the usual case inline: a new array of the leaf's dtype that no other leaf got (see _accumulate)
-            if (
-                t.grad is None
-                and type(g) is np.ndarray
-                and g.base is None
-                and g.dtype is t.data.dtype
-                and id(g) not in stolen
-                and id(g) not in user_given
-            ):
-                stolen.add(id(g))
-                t.grad = Tensor._wrap(g)
-            else:
-                _accumulate(t, g, False, stolen, user_given)
+            _accumulate(t, g, False, stolen, user_given)
     finally:
         _GradMode.enabled = prev_mode
 
