@@ -17,12 +17,7 @@ from chainrule import nn, optim
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def _torch_float64():
-    prev = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(prev)
+pytestmark = pytest.mark.usefixtures("torch_float64")
 
 
 def _pair(seed: int = 0):

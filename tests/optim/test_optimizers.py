@@ -93,13 +93,7 @@ GROUP_CASES = {
 ALL = [(name, i, kw) for name, cases in CASES.items() for i, kw in enumerate(cases)]
 
 
-@pytest.fixture(autouse=True)
-def _torch_float64():
-    # torch keeps scalar optimizer state (step, NAdam's mu_product) in the default dtype
-    prev = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(prev)
+pytestmark = pytest.mark.usefixtures("torch_float64")
 
 
 def _data(task: str):
