@@ -339,19 +339,25 @@ class Optimizer:
                     f"shape {first.shape}"
                 )
         if all(a is None or a.flags.c_contiguous for a in arrays):
-            flat = [None if a is None else a.reshape(-1) for a in arrays]
-            n = first.size
-            size = max(1024, _CHUNK_BYTES // first.itemsize)
-            bufs = self._flat_scratch(first.dtype, min(n, size), nscratch)
-            if n <= size:
-                kernel(flat, [b[:n] for b in bufs], *args)
-            else:
-                for s in range(0, n, size):
-                    e = min(s + size, n)
-                    kernel([None if a is None else a[s:e] for a in flat], [b[: e - s] for b in bufs], *args)
+            self._chunked(kernel, [None if a is None else a.reshape(-1) for a in arrays], nscratch, args)
         else:  # unusual memory layouts: whole arrays
             kernel(arrays, [np.empty_like(first) for _ in range(nscratch)], *args)
         p._version += 1
+
+    def _chunked(
+        self, kernel: Callable[..., None], flat: list[np.ndarray | None], nscratch: int, args: tuple[Any, ...]
+    ) -> None:
+        """kernel(pieces of the 1-D arrays `flat`, scratch pieces, *args) over ~256 KiB pieces (None stays None)."""
+        first = flat[0]
+        n = first.size
+        size = max(1024, _CHUNK_BYTES // first.itemsize)
+        bufs = self._flat_scratch(first.dtype, min(n, size), nscratch)
+        if n <= size:
+            kernel(flat, [b[:n] for b in bufs], *args)
+            return
+        for s in range(0, n, size):
+            e = min(s + size, n)
+            kernel([None if a is None else a[s:e] for a in flat], [b[: e - s] for b in bufs], *args)
 
     def _apply_flat(
         self,
@@ -372,10 +378,9 @@ class Optimizer:
         flat = self._flats.get(id(group))
         step = None if flat is None else flat.gather(params, self.state, keys)
         if step is None:
-            flat = self._flats.pop(id(group), None)  # drop the old layout, so its views count as nobody's
+            self._flats.pop(id(group), None)  # drop the old layout, so its views count as nobody's
             flat = self._flatten(group, keys, prepare, nscratch)
             if flat is None:
-                self._flats.pop(id(group), None)
                 return False
             self._flats[id(group)] = flat
             step = flat.gather(params, self.state, keys)
@@ -387,12 +392,7 @@ class Optimizer:
         if flat.scratch is not None and len(flat.scratch) == nscratch:
             kernel(arrays, flat.scratch, *extra)
         else:
-            n = arrays[0].size
-            size = max(1024, _CHUNK_BYTES // arrays[0].itemsize)
-            bufs = self._flat_scratch(arrays[0].dtype, min(n, size), nscratch)
-            for s in range(0, n, size):
-                e = min(s + size, n)
-                kernel([a[s:e] for a in arrays], [b[: e - s] for b in bufs], *extra)
+            self._chunked(kernel, arrays, nscratch, extra)
         flat.finish(step)
         return True
 
