@@ -391,6 +391,10 @@ class _State:
     saved: str = ""  # where the last checkpoint written by this process stands ("epoch 3, batch 40")
     stop_agreed: bool = False  # distributed: some rank saw Ctrl-C (agreed through the per-step allreduce)
 
+    def where(self) -> str:
+        """The training's position, as a checkpoint of it is described: "epoch 3" or "epoch 3, batch 40"."""
+        return f"epoch {self.epoch}" + (f", batch {self.position['batch']}" if self.position else "")
+
     def interrupt_seen(self) -> float:
         return 1.0 if self.interrupt is not None and self.interrupt.requested else 0.0
 
@@ -538,13 +542,13 @@ def fit(
         progress = _Progress(epochs, quiet or not main)
         t_start = time.perf_counter()
         start_epoch = st.epoch
-        saved = f"epoch {st.epoch}" + (f", batch {st.position['batch']}" if st.position else "")
+        saved = st.where()
         st.interrupt = _StopOnInterrupt()
 
         def save() -> None:
             if rdir is not None and main:
                 _save_checkpoint(rdir, model, optimizer, scheduler, loader, history, st, metadata)
-                st.saved = f"epoch {st.epoch}" + (f", batch {st.position['batch']}" if st.position else "")
+                st.saved = st.where()
 
         try:
             with st.interrupt:
