@@ -12,6 +12,7 @@ import numpy as np
 from . import ops
 from .errors import DataError
 from .ops import linear, log_softmax, pad, sigmoid, softmax, tanh, where
+from .ops._util import cached_constant
 from .ops.conv import (
     adaptive_avg_pool1d,
     adaptive_avg_pool2d,
@@ -429,12 +430,7 @@ def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor
     # the ufuncs' reduce directly (what x.max / x.sum call): the same results with fewer Python-level calls
     shifted = x - np.maximum.reduce(x, axis=1, keepdims=True)
     logp = shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
-    rows = _ROWS.get(n)
-    if rows is None:
-        if len(_ROWS) >= 32:  # batch sizes vary little; keep the cache small anyway
-            _ROWS.clear()
-        rows = _ROWS[n] = np.arange(n)
-        rows.flags.writeable = False
+    rows = cached_constant(_ROWS, n, lambda: np.arange(n))
     picked = logp[rows, t]
     if reduction == "none":
         out_data, scale = -picked, None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -57,3 +58,15 @@ def check_broadcast(op: str, a: Tensor, b: Tensor) -> None:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together") from None
+
+
+def cached_constant(cache: dict, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """`cache[key]`, made by `make()` and frozen (read-only) the first time: constants that a hot op needs for
+    every batch (np.arange(n), vectors of ones). Batch sizes vary little, but the cache is kept small anyway."""
+    arr = cache.get(key)
+    if arr is None:
+        if len(cache) >= 32:
+            cache.clear()
+        arr = cache[key] = make()
+        arr.flags.writeable = False
+    return arr

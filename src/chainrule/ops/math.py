@@ -21,7 +21,7 @@ import numpy as np
 
 from .._blas import matmul as _mm  # small products on one BLAS thread
 from ..tensor import Tensor, _GradMode, record
-from ._util import check_broadcast, const, unbroadcast
+from ._util import cached_constant, check_broadcast, const, unbroadcast
 
 # ----------------------------------------------------------------------------- binary, broadcasting
 
@@ -172,13 +172,7 @@ def _column_sums(g: np.ndarray) -> np.ndarray:
     along contiguous columns is ~4x slower)."""
     if g.flags.c_contiguous or g.dtype.kind != "f" or g.dtype.itemsize < 4:
         return g.sum(0)
-    key = (g.shape[0], g.dtype.str)
-    ones = _ONES.get(key)
-    if ones is None:
-        if len(_ONES) >= 32:  # batch sizes vary little; keep the cache small anyway
-            _ONES.clear()
-        ones = _ONES[key] = np.ones(key[0], g.dtype)
-        ones.flags.writeable = False
+    ones = cached_constant(_ONES, (g.shape[0], g.dtype.str), lambda: np.ones(g.shape[0], g.dtype))
     return ones @ g
 
 
