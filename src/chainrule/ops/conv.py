@@ -319,29 +319,30 @@ def _conv_input_grad_np(g: np.ndarray, w: np.ndarray, spec: _ConvSpec) -> np.nda
 
 
 def _conv_weight_grad_np(x: np.ndarray, g: np.ndarray, spec: _ConvSpec, cols: np.ndarray | None) -> np.ndarray:
-    """d<conv(x, w), g>/dw (w_shape); with cols carrying the row of ones, (G, rows + 1, O/G): the last row of
-    each group is the bias gradient (see _conv_wb_grad_np)."""
+    """d<conv(x, w), g>/dw, of shape w_shape."""
     cols = _im2col(x, spec) if cols is None else cols
+    return _cols_g_product(cols, g, spec).transpose(0, 2, 1).reshape(spec.w_shape)
+
+
+def _conv_wb_grad_np(g: np.ndarray, spec: _ConvSpec, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weight gradient, bias gradient) from one product, cols carrying its row of ones (see _conv_np)."""
+    res = _cols_g_product(cols, g, spec)  # (G, rows + 1, O/G): the last row of each group is the bias gradient
+    return res[:, :-1].transpose(0, 2, 1).reshape(spec.w_shape), res[:, -1].reshape(-1)
+
+
+def _cols_g_product(cols: np.ndarray, g: np.ndarray, spec: _ConvSpec) -> np.ndarray:
+    """cols (G, rows, K) times the gradient as (G, K, O/G): (G, rows, O/G)."""
     gm = _g_matrix(g, spec.groups)
     grp, rows, k = cols.shape
     oh = spec.geo.out[0]
-    full = rows != spec.w_shape[1] * spec.w_shape[2] * spec.w_shape[3]  # the ones row is there
     if rows * gm.shape[1] <= 1024 and oh > 1 and gm.strides[2] == cols.strides[2] == cols.itemsize:
         # A tiny result over a very long contraction runs far below BLAS's peak (about 2x slower measured for
         # 9x16 over 43264): contract OH chunks as one batched product and add the OH partial results.
         cc = cols.reshape(grp, rows, oh, k // oh).transpose(0, 2, 1, 3)  # (G, OH, rows, K/OH), no copy
         gc = gm.reshape(grp, gm.shape[1], oh, k // oh).transpose(0, 2, 3, 1)  # (G, OH, K/OH, O/G)
-        res = np.matmul(cc, gc).sum(1)  # (G, rows, O/G)
-    else:
-        # cols · gᵀ rather than g · colsᵀ: the long N·OH·OW axis is contracted as BLAS does it fastest
-        res = np.matmul(cols, gm.transpose(0, 2, 1))
-    return res if full else res.transpose(0, 2, 1).reshape(spec.w_shape)
-
-
-def _conv_wb_grad_np(g: np.ndarray, spec: _ConvSpec, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(weight gradient, bias gradient) from one product, cols carrying its row of ones (see _conv_np)."""
-    res = _conv_weight_grad_np(None, g, spec, cols)  # type: ignore[arg-type]
-    return res[:, :-1].transpose(0, 2, 1).reshape(spec.w_shape), res[:, -1].reshape(-1)
+        return np.matmul(cc, gc).sum(1)
+    # cols · gᵀ rather than g · colsᵀ: the long N·OH·OW axis is contracted as BLAS does it fastest
+    return np.matmul(cols, gm.transpose(0, 2, 1))
 
 
 # ----------------------------------------------------------------------------- convolution ops (recorded)
