@@ -235,12 +235,13 @@ class _BaseNeuralNet(BaseEstimator):
             loss.backward()
             value = float(loss.data)
             # the L2 penalty ½·alpha·Σ‖W‖²/batch enters through its gradient alpha·W/batch, outside the graph
+            coef = alpha / m
             if flat is not None:
-                value += gather(alpha / m)
+                value += gather(coef)
             for w in weights:
-                value += 0.5 * (alpha / m) * float(np.vdot(w.data, w.data))
+                value += 0.5 * coef * float(np.vdot(w.data, w.data))
                 if w.grad is not None:
-                    w.grad = Tensor(w.grad.data + (alpha / m) * w.data)
+                    w.grad = Tensor(w.grad.data + coef * w.data)
             optimizer.step()
             total += value * m
         self.model_.eval()
