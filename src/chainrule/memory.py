@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from .errors import ChainruleError
+from .ops.conv import _out_size  # the layers' own output-size rule
 
 PARAM_COPIES = 4  # value + gradient + two optimizer moments (Adam)
 ACTIVATION_COPIES = 2  # forward value + its gradient
@@ -102,12 +103,9 @@ def layer_param_count(type_name: str, layer: dict[str, Any]) -> int:
     return 0
 
 
-def _window_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
-    span = size + 2 * p - d * (k - 1) - 1
-    out = (-(-span // s) if ceil else span // s) + 1
-    if ceil and (out - 1) * s >= size + p:  # PyTorch: the last window must start inside the input or left padding
-        out -= 1
-    return max(out, 0)
+def _windows(spatial: tuple[int, ...], k: tuple, s: tuple, p: tuple, d: tuple, ceil: bool) -> tuple[int, ...]:
+    """Output sizes of a sliding window (symmetric padding p) along each spatial axis, by the ops' own rule."""
+    return tuple(_out_size(n, k_, s_, p_, p_, d_, ceil) for n, k_, s_, p_, d_ in zip(spatial, k, s, p, d))
 
 
 def layer_output_shape(type_name: str, layer: dict[str, Any], in_shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -125,7 +123,7 @@ def layer_output_shape(type_name: str, layer: dict[str, Any], in_shape: tuple[in
             out = spatial
         else:
             p = (0,) * nd if pad == "valid" else _tuple(pad, nd, 0)
-            out = tuple(_window_out(*args, False) for args in zip(spatial, k, s, p, d))
+            out = _windows(spatial, k, s, p, d, False)
         return (_int(layer, "out_channels"), *out)
     if type_name in ("MaxPool1d", "MaxPool2d", "AvgPool1d", "AvgPool2d") and spatial is not None:
         k = _tuple(layer.get("kernel_size", 1), nd, 1)
@@ -133,7 +131,7 @@ def layer_output_shape(type_name: str, layer: dict[str, Any], in_shape: tuple[in
         p = _tuple(layer.get("padding", 0), nd, 0)
         d = _tuple(layer.get("dilation", 1), nd, 1) if type_name.startswith("Max") else (1,) * nd
         ceil = bool(layer.get("ceil_mode", False))
-        return (*in_shape[:-nd], *(_window_out(*args, ceil) for args in zip(spatial, k, s, p, d)))
+        return (*in_shape[:-nd], *_windows(spatial, k, s, p, d, ceil))
     if type_name in ("AdaptiveAvgPool1d", "AdaptiveAvgPool2d") and spatial is not None:
         size = layer.get("output_size")
         sizes = size if isinstance(size, list | tuple) else [size] * nd
