@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .optimizer import _CHUNK_BYTES, Optimizer, effective_grad, options
+from .optimizer import Optimizer, effective_grad, options
 
 
 class SGD(Optimizer):
@@ -62,7 +62,7 @@ class SGD(Optimizer):
                 state["momentum_buffer"] = buf = np.empty_like(p.data)
                 self._apply(_sgd_momentum, p, [buf], 2, lr, mom, damp, wd, nesterov, maximize, True)
             elif plain and _same_layout(p.data, p.grad.data, buf):
-                _heavy_ball(p.data, p.grad.data, buf, lr, mom, self._flat_scratch)
+                _heavy_ball(p.data, p.grad.data, buf, lr, mom, self._chunked)
                 p._version += 1
             else:
                 self._apply(_sgd_momentum, p, [buf], 2, lr, mom, damp, wd, nesterov, maximize, False)
@@ -128,21 +128,20 @@ def _same_layout(p: np.ndarray, grad: np.ndarray, buf: np.ndarray) -> bool:
     )
 
 
-def _heavy_ball(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float, mom: float, scratch: Callable) -> None:
+def _heavy_ball(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float, mom: float, chunked: Callable) -> None:
     """b <- momentum·b + g; w <- w − lr·b (arrays of one shape, C-contiguous): the arithmetic of _sgd_momentum
-    without dampening, weight decay, Nesterov or maximize, in four passes over cache-sized pieces."""
-    n = p.size
-    if n <= 4096:  # small: a temporary costs less than fetching scratch
+    without dampening, weight decay, Nesterov or maximize, in four passes over cache-sized pieces
+    (`chunked`: Optimizer._chunked)."""
+    if p.size <= 4096:  # small: a temporary costs less than fetching scratch
         buf *= mom
         buf += g
         p -= buf * lr
         return
-    p, g, buf = p.reshape(-1), g.reshape(-1), buf.reshape(-1)
-    size = max(1024, _CHUNK_BYTES // p.itemsize)
-    whole = scratch(p.dtype, min(n, size), 1)[0]
-    for s in range(0, n, size):
-        e = min(s + size, n)
-        b = buf[s:e]
-        b *= mom
-        b += g[s:e]
-        p[s:e] -= np.multiply(b, lr, out=whole[: e - s])
+    chunked(_heavy_ball_piece, [p.reshape(-1), g.reshape(-1), buf.reshape(-1)], 1, (lr, mom))
+
+
+def _heavy_ball_piece(arrays: list[np.ndarray], scratch: list[np.ndarray], lr: float, mom: float) -> None:
+    p, g, b = arrays
+    b *= mom
+    b += g
+    p -= np.multiply(b, lr, out=scratch[0])
