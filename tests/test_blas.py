@@ -25,3 +25,25 @@ def test_thread_setting_restored() -> None:
     with pytest.raises(ValueError):
         _blas.matmul(np.ones((10, 3)), np.ones((4, 10)))
     assert _blas._GET() == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [10, _blas.AXPY_MIN, 3 * _blas.AXPY_MIN + 7])
+def test_axpy_matches_numpy(dtype: type, n: int) -> None:
+    rng = np.random.default_rng(n)
+    x, y = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    want = y + dtype(-0.3) * x  # BLAS may fuse the multiply-add: one rounding instead of two
+    _blas.axpy(-0.3, x, y)
+    np.testing.assert_allclose(y, want, rtol=2 * np.finfo(dtype).eps, atol=2 * np.finfo(dtype).eps)
+    assert _blas.axpy_ok(x, y) == (n >= _blas.AXPY_MIN and np.dtype(dtype) in _blas._AXPY)
+
+
+def test_axpy_refuses_a_read_only_output_and_falls_back_on_other_layouts() -> None:
+    x = np.ones(_blas.AXPY_MIN, np.float32)
+    y = np.zeros(_blas.AXPY_MIN, np.float32)
+    y.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        _blas.axpy(1.0, x, y)
+    z = np.zeros((2, _blas.AXPY_MIN), np.float32)[:, ::2]  # strided: NumPy's path, same result
+    _blas.axpy(2.0, np.ones_like(z), z)
+    assert np.all(z == 2.0) and not _blas.axpy_ok(np.ones_like(z), z)

@@ -58,6 +58,7 @@ CASES = {
     "tanh": (lambda x: x.tanh(), [_normal(3)]),
     "sigmoid": (lambda x: x.sigmoid(), [_normal(2, 3)]),
     "relu": (lambda x: x.relu(), [_distinct(2, 3)]),
+    "linear_relu": (lambda x, w, b: cr.ops.linear_relu(x, w, b), [_distinct(4, 3), _normal(5, 3), _normal(5)]),
     "clamp": (lambda x: x.clamp(-0.5, 0.5), [_distinct(3, 3)]),
     "maximum": (lambda x, y: cr.maximum(x, y), [_distinct(2, 3), _distinct(3) + 0.05]),
     "minimum": (lambda x, y: cr.minimum(x, y), [_distinct(2, 3), _distinct(3) + 0.05]),

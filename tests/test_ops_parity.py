@@ -246,6 +246,20 @@ def test_linear(data) -> None:
     check(lambda m, *t: (torch.nn.functional if m is torch else cr.ops).linear(*t), x, w)
 
 
+@SETTINGS
+@given(data=st.data())
+def test_linear_relu(data) -> None:
+    lead = data.draw(hnp.array_shapes(min_dims=0, max_dims=3, max_side=3))
+    n_in, n_out = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    x, w, b = data.draw(values(lead + (n_in,))), data.draw(values((n_out, n_in))), data.draw(values((n_out,)))
+
+    def fn(m, *t):
+        return torch.relu(torch.nn.functional.linear(*t)) if m is torch else cr.ops.linear_relu(*t)
+
+    check(fn, x, w, b)
+    check(fn, x, w)
+
+
 # ----------------------------------------------------------------------------- reductions
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import ops
 from .errors import DataError
-from .ops import linear, log_softmax, pad, sigmoid, softmax, tanh, where
+from .ops import linear, linear_relu, log_softmax, pad, sigmoid, softmax, tanh, where
 from .ops._util import cached_constant
 from .ops.conv import (
     adaptive_avg_pool1d,
@@ -50,6 +50,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "linear",
+    "linear_relu",
     "log_sigmoid",
     "log_softmax",
     "logsigmoid",

@@ -208,3 +208,22 @@ def test_sgd_momentum_with_a_column_major_gradient_falls_back() -> None:
     cp.grad = bad
     with pytest.raises(ValueError, match="shape"):
         copt.step()
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_large_float64_parameter_through_blas_axpy_matches_torch(momentum: float) -> None:
+    """Parameters above _blas.AXPY_MIN elements are updated by BLAS's axpy (one rounding per multiply-add)."""
+    from chainrule import _blas
+
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal(_blas.AXPY_MIN + 3)
+    cp, tp = cr.tensor(w, requires_grad=True), torch.tensor(w, requires_grad=True)
+    copt, topt = optim.SGD([cp], lr=0.01, momentum=momentum), torch.optim.SGD([tp], lr=0.01, momentum=momentum)
+    for _ in range(4):
+        g = rng.standard_normal(w.shape)
+        cp.grad, tp.grad = cr.tensor(g), torch.tensor(g)
+        version = cp._version
+        copt.step()
+        topt.step()
+        assert cp._version > version  # an in-place change, as for the NumPy path
+    np.testing.assert_allclose(cp.data, tp.detach().numpy(), **TOL)

@@ -2,7 +2,7 @@
 
 from . import init, utils
 from .activation import ELU, GELU, LeakyReLU, LogSigmoid, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
-from .containers import Flatten, Identity, ModuleDict, ModuleList, Sequential, Unflatten
+from .containers import Flatten, Identity, ModuleDict, ModuleList, Sequential, Unflatten, fusion
 from .conv import Conv1d, Conv2d
 from .dropout import Dropout
 from .embedding import Embedding
@@ -72,4 +72,5 @@ __all__ = [
     "Unflatten",
     "init",
     "utils",
+    "fusion",
 ]

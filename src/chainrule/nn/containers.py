@@ -6,8 +6,31 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from ..ops import linear_relu
 from ..tensor import Tensor
+from .activation import ReLU
+from .linear import Linear
 from .module import Module
+
+_FUSE = [True]  # see fusion()
+
+
+class fusion:
+    """Context manager: `with nn.fusion(False):` runs every Linear and ReLU of a Sequential as its own module.
+
+    By default a Sequential runs a Linear directly followed by a ReLU (both exactly those classes, without
+    hooks) as one `linear_relu` node: the same values and gradients with one node and two array passes fewer.
+    `chainrule.explain` turns it off so that its graph shows the two ops the model is made of.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = bool(enabled)
+
+    def __enter__(self) -> None:
+        self.prev, _FUSE[0] = _FUSE[0], self.enabled
+
+    def __exit__(self, *exc: Any) -> None:
+        _FUSE[0] = self.prev
 
 
 class Sequential(Module):
@@ -23,9 +46,24 @@ class Sequential(Module):
                 self.add_module(str(i), m)
 
     def forward(self, x: Any) -> Any:
+        if not _FUSE[0]:
+            for m in self._modules.values():
+                x = m(x)
+            return x
+        held = None  # a Linear whose output goes to the next module, perhaps a ReLU
         for m in self._modules.values():
-            x = m(x)
-        return x
+            if held is not None:
+                if type(m) is ReLU and not m.__dict__.get("_hooks"):
+                    ps = held._parameters  # read directly, as Linear.forward does
+                    w, b = (ps["weight"], ps["bias"]) if "bias" in ps else (held.weight, held.bias)
+                    x, held = linear_relu(x, w, b), None
+                    continue
+                x, held = held(x), None
+            if type(m) is Linear and not m.__dict__.get("_hooks"):
+                held = m
+            else:
+                x = m(x)
+        return x if held is None else held(x)
 
     def __getitem__(self, idx: int | slice) -> Module:
         mods = list(self._modules.values())

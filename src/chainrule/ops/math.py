@@ -176,50 +176,94 @@ def _column_sums(g: np.ndarray) -> np.ndarray:
     return ones @ g
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight.T + bias. x: (..., in), weight: (out, in), bias: (out,) -> (..., out).
-
-    One fused node: one matrix product forward, two backward, no broadcast bookkeeping.
-    """
-    xd, wd = x.data, weight.data
-    if xd.shape[-1:] != wd.shape[1:]:
+def _linear_check(x: Tensor, weight: Tensor) -> None:
+    if x.data.shape[-1:] != weight.data.shape[1:]:
         raise ValueError(
             f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape {x.shape}) "
             f"but the weight expects {weight.shape[1]} (weight shape {weight.shape})"
         )
+
+
+def _linear_data(xd: np.ndarray, wd: np.ndarray, bias: Tensor | None) -> np.ndarray:
+    """xd @ wd.T + bias as a new array."""
     # a 2-D input: the product as weight @ x.T, returned transposed (a column-major (N, out) array), which
     # OpenBLAS runs 10-40% faster here than x @ weight.T; the next layer then multiplies contiguous operands
     out = _mm(wd, xd.T).T if xd.ndim == 2 else _mm(xd, wd.T)
     if bias is not None:
         out += bias.data
+    return out
+
+
+def _linear_np_grads(x: Tensor, weight: Tensor, bias: Tensor | None, gd: np.ndarray) -> tuple:
+    """(dx, dweight, dbias) of x @ weight.T + bias for the upstream gradient gd, on NumPy arrays (None where
+    no gradient is needed)."""
+    xd, wd = x.data, weight.data
+    gx = gw = gb = None
+    if x.requires_grad:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
+        gx = _mm(wd.T, gd.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
+    g2 = gd if gd.ndim == 2 else gd.reshape(-1, gd.shape[-1])
+    if weight.requires_grad:
+        # g.T @ x with a column-major g of few columns: OpenBLAS runs g.T (row-major, few rows) times a
+        # column-major x 2x slower than from a row-major copy of g, which costs little at that size
+        gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
+        gw = _mm(gt.T, xd if xd.ndim == 2 else xd.reshape(-1, xd.shape[-1]))
+    if bias is not None and bias.requires_grad:
+        gb = _column_sums(g2)
+    return gx, gw, gb
+
+
+def _linear_grads(x: Tensor, weight: Tensor, bias: Tensor | None, g: Tensor) -> tuple:
+    """The same gradients as Tensor operations (differentiable, for create_graph)."""
+    g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
+    x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+    gx = (g @ weight) if x.requires_grad else None
+    gw = (g2.mT @ x2) if weight.requires_grad else None
+    gb = g2.sum(0) if bias is not None and bias.requires_grad else None
+    return gx, gw, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight.T + bias. x: (..., in), weight: (out, in), bias: (out,) -> (..., out).
+
+    One fused node: one matrix product forward, two backward, no broadcast bookkeeping.
+    """
+    _linear_check(x, weight)
+    out = _linear_data(x.data, weight.data, bias)
 
     def np_backward(gd: np.ndarray) -> tuple:
-        """The same products on NumPy arrays (nothing recorded)."""
-        gx = gw = gb = None
-        if x.requires_grad:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
-            gx = _mm(wd.T, gd.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
-        g2 = gd if gd.ndim == 2 else gd.reshape(-1, gd.shape[-1])
-        if weight.requires_grad:
-            # g.T @ x with a column-major g of few columns: OpenBLAS runs g.T (row-major, few rows) times a
-            # column-major x 2x slower than from a row-major copy of g, which costs little at that size
-            gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
-            gw = _mm(gt.T, xd if xd.ndim == 2 else xd.reshape(-1, xd.shape[-1]))
-        if bias is not None and bias.requires_grad:
-            gb = _column_sums(g2)
-        return gx, gw, gb
+        return _linear_np_grads(x, weight, bias, gd)
 
     def backward(g: Tensor) -> tuple:
         if not _GradMode.enabled:  # (under detect_anomaly) the NumPy rule, wrapped
             return tuple(None if a is None else Tensor(a) for a in np_backward(g.data))
-        g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
-        x2 = x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
-        gx = (g @ weight) if x.requires_grad else None
-        gw = (g2.mT @ x2) if weight.requires_grad else None
-        gb = g2.sum(0) if bias is not None and bias.requires_grad else None
-        return gx, gw, gb
+        return _linear_grads(x, weight, bias, g)
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return record("linear", out, parents, backward, saved=(x, weight), np_backward=np_backward)
+
+
+def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """relu(x @ weight.T + bias) as one node (what nn.Sequential runs for a Linear followed by a ReLU).
+
+    Backward: z = x @ weight.T + bias passes g where z > 0, then linear's rule. Same values as the two ops.
+    """
+    _linear_check(x, weight)
+    out = _linear_data(x.data, weight.data, bias)
+    mask = None
+    if _GradMode.enabled and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+        mask = out > 0  # (z > 0: NaN gives 0, as relu's)
+    np.maximum(out, 0, out=out)
+
+    def np_backward(gd: np.ndarray) -> tuple:
+        return _linear_np_grads(x, weight, bias, np.multiply(gd, mask, dtype=gd.dtype))
+
+    def backward(g: Tensor) -> tuple:
+        if not _GradMode.enabled:  # (under detect_anomaly) the NumPy rule, wrapped
+            return tuple(None if a is None else Tensor(a) for a in np_backward(g.data))
+        return _linear_grads(x, weight, bias, g * Tensor(mask.astype(out.dtype)))
+
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return record("linear_relu", out, parents, backward, saved=(x, weight), np_backward=np_backward)
 
 
 # ----------------------------------------------------------------------------- unary

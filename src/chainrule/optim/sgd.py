@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _blas
 from .optimizer import Optimizer, effective_grad, options
 
 
@@ -79,6 +80,9 @@ class SGD(Optimizer):
             if w.size <= 64 and g.dtype == w.dtype and g.shape == w.shape:
                 w[...] = w[()] - g[()] * lr
                 p._changed()
+            elif _blas.axpy_ok(w, g) and w.flags.writeable:  # large: one threaded BLAS pass
+                _blas.axpy(-lr, g, w)
+                p._changed()
             else:
                 self._apply(_sgd, p, [], 2, lr, 0.0, False)
 
@@ -130,12 +134,18 @@ def _same_layout(p: np.ndarray, grad: np.ndarray, buf: np.ndarray) -> bool:
 
 def _heavy_ball(p: np.ndarray, g: np.ndarray, buf: np.ndarray, lr: float, mom: float, chunked: Callable) -> None:
     """b <- momentum·b + g; w <- w − lr·b (arrays of one shape, C-contiguous): the arithmetic of _sgd_momentum
-    without dampening, weight decay, Nesterov or maximize, in four passes over cache-sized pieces
+    without dampening, weight decay, Nesterov or maximize. Large arrays: three passes, the two additions
+    through BLAS's threaded axpy (see chainrule._blas.axpy); otherwise four passes over cache-sized pieces
     (`chunked`: Optimizer._chunked)."""
     if p.size <= 4096:  # small: a temporary costs less than fetching scratch
         buf *= mom
         buf += g
         p -= buf * lr
+        return
+    if _blas.axpy_ok(p, g, buf):
+        buf *= mom
+        _blas.axpy(1.0, g, buf)
+        _blas.axpy(-lr, buf, p)
         return
     chunked(_heavy_ball_piece, [p.reshape(-1), g.reshape(-1), buf.reshape(-1)], 1, (lr, mom))
 

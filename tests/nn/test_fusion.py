@@ -1,0 +1,118 @@
+"""nn.Sequential runs Linear + ReLU as one linear_relu node: same values and gradients as the two modules,
+bit for bit, and never where it would change what user code sees (hooks, subclasses, explain's graph)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import chainrule as cr
+from chainrule import nn
+from chainrule.explain import trace
+
+
+def _mlp(seed: int = 0, dtype=cr.float32) -> nn.Sequential:
+    cr.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)).to(dtype)
+
+
+def _ops(t: cr.Tensor) -> list[str]:
+    seen, stack, ops = set(), [t], []
+    while stack:
+        n = stack.pop()
+        if id(n) in seen or n.is_leaf:
+            continue
+        seen.add(id(n))
+        ops.append(n._op)
+        stack.extend(n._prev)
+    return sorted(ops)
+
+
+def _step(model: nn.Module, x: np.ndarray, fuse: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    model.zero_grad()
+    with nn.fusion(fuse):
+        out = model(cr.from_numpy(x))
+    (out * out).sum().backward()
+    return out.data.copy(), [p.grad.data.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("dtype", [cr.float32, cr.float64])
+def test_fused_equals_unfused_bit_for_bit(dtype) -> None:
+    model = _mlp(dtype=dtype)
+    x = np.random.default_rng(1).standard_normal((5, 6)).astype(dtype)
+    x[0, :] = 0.0  # rows where units sit exactly at 0 (relu's gradient there is 0, as PyTorch's)
+    out_f, grads_f = _step(model, x, True)
+    out_u, grads_u = _step(model, x, False)
+    np.testing.assert_array_equal(out_f, out_u)
+    for a, b in zip(grads_f, grads_u):
+        np.testing.assert_array_equal(a, b)
+    with nn.fusion(True):
+        assert _ops(model(cr.from_numpy(x))) == ["linear", "linear_relu", "linear_relu"]
+    with nn.fusion(False):
+        assert _ops(model(cr.from_numpy(x))) == ["linear", "linear", "linear", "relu", "relu"]
+
+
+def test_fused_mlp_matches_torch() -> None:
+    model = _mlp(dtype=cr.float64)
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    ).double()
+    ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    x = np.random.default_rng(2).standard_normal((4, 6))
+    out, grads = _step(model, x, True)
+    tout = ref(torch.from_numpy(x))
+    (tout * tout).sum().backward()
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-12, atol=1e-14)
+    for g, p in zip(grads, ref.parameters()):
+        np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_second_order_gradients_through_the_fused_node() -> None:
+    model = _mlp(dtype=cr.float64)
+    x = cr.tensor(np.random.default_rng(3).standard_normal((3, 6)), requires_grad=True)
+    got = []
+    for fuse in (True, False):
+        with nn.fusion(fuse):
+            y = model(x).tanh().sum()
+        (gx,) = cr.grad(y, x, create_graph=True)
+        (ggx,) = cr.grad((gx * gx).sum(), x)
+        got.append(ggx.data)
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-12, atol=1e-14)
+
+
+def test_hooks_and_subclasses_are_not_fused() -> None:
+    model = _mlp()
+    seen = []
+    handle = model[0].register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    out = model(cr.ones(2, 6))
+    assert seen == [(2, 8)]  # the Linear ran as a module: its hook saw its output
+    assert _ops(out) == ["linear", "linear", "linear_relu", "relu"]
+    handle.remove()
+
+    class Shifted(nn.ReLU):
+        def forward(self, x):
+            return super().forward(x) + 1.0
+
+    m2 = nn.Sequential(nn.Linear(3, 2), Shifted())
+    with cr.no_grad():
+        assert np.all(m2(cr.ones(1, 3)).data >= 1.0)
+
+
+def test_fusion_switch_restores_and_no_grad_runs_fused() -> None:
+    model = _mlp()
+    with nn.fusion(False):
+        with nn.fusion(True):
+            pass
+        with cr.no_grad():
+            a = model(cr.ones(2, 6)).data
+    with cr.no_grad():
+        b = model(cr.ones(2, 6)).data
+    np.testing.assert_array_equal(a, b)
+
+
+def test_explain_shows_linear_and_relu_apart() -> None:
+    model = _mlp(dtype=cr.float64)
+    tr = trace(model, np.ones((2, 6)), np.zeros((2, 3)), lambda o, t: ((o - t) ** 2).mean(), gradcheck=False)
+    ops = [n.op for n in tr.nodes]
+    assert "linear_relu" not in ops and ops.count("relu") == 2 and ops.count("linear") == 3
