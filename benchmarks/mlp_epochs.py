@@ -131,4 +131,53 @@ class Sklearn(_Base):
         return out
 
 
-IMPLS = {"chainrule": Chainrule, "torch": Torch, "sklearn": Sklearn}
+class Numpy(_Base):
+    """The floor: forward, backward and Adam (PyTorch's arithmetic) written by hand on NumPy arrays."""
+
+    def __init__(self, data, sizes) -> None:
+        super().__init__(data, sizes)
+        n = len(sizes) - 1
+        self.params = [
+            a.copy() for i in range(n) for a in (self.state0[f"{2 * i}.weight"], self.state0[f"{2 * i}.bias"])
+        ]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+        self.rows = np.arange(BATCH)
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray) -> None:
+        params, ms, vs = self.params, self.m, self.v
+        ws, bs, n = params[0::2], params[1::2], len(params) // 2
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        for i in range(0, len(y), BATCH):
+            xb, yb = x[i : i + BATCH], y[i : i + BATCH]
+            hs = [xb]
+            for k in range(n):
+                a = hs[-1] @ ws[k].T
+                a += bs[k]
+                hs.append(np.maximum(a, 0, out=a) if k < n - 1 else a)
+            z = hs.pop()
+            z -= z.max(axis=1, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=1, keepdims=True)
+            z[self.rows[: len(yb)], yb] -= 1.0
+            z *= np.float32(1.0 / len(yb))  # dL/dlogits
+            grads = [None] * len(params)
+            for k in range(n - 1, -1, -1):
+                grads[2 * k], grads[2 * k + 1] = z.T @ hs[k], z.sum(0)
+                if k:
+                    z = z @ ws[k]
+                    z *= hs[k] > 0
+            self.t += 1
+            step_size, bc2_sqrt = LR / (1 - b1**self.t), (1 - b2**self.t) ** 0.5
+            for p, g, m, v in zip(params, grads, ms, vs):
+                m += (g - m) * np.float32(1 - b1)
+                v *= np.float32(b2)
+                v += np.float32(1 - b2) * g * g
+                p -= np.float32(step_size) * (m / (np.sqrt(v) / np.float32(bc2_sqrt) + np.float32(eps)))
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {f"{2 * (i // 2)}.{'bias' if i % 2 else 'weight'}": p for i, p in enumerate(self.params)}
+
+
+IMPLS = {"chainrule": Chainrule, "torch": Torch, "sklearn": Sklearn, "numpy": Numpy}
