@@ -47,3 +47,12 @@ def test_axpy_refuses_a_read_only_output_and_falls_back_on_other_layouts() -> No
     z = np.zeros((2, _blas.AXPY_MIN), np.float32)[:, ::2]  # strided: NumPy's path, same result
     _blas.axpy(2.0, np.ones_like(z), z)
     assert np.all(z == 2.0) and not _blas.axpy_ok(np.ones_like(z), z)
+
+
+def test_axpy_on_overlapping_arrays_equals_numpy() -> None:
+    n = _blas.AXPY_MIN + 10
+    base = np.arange(n + 5, dtype=np.float64)
+    want = base.copy()
+    want[5:] += 2.0 * want[:-5].copy()
+    _blas.axpy(2.0, base[:-5], base[5:])
+    np.testing.assert_array_equal(base, want)

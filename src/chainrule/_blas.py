@@ -101,7 +101,13 @@ def axpy(alpha: float, x: np.ndarray, y: np.ndarray) -> None:
     CHAINRULE_BLAS_AXPY=0) NumPy's `y += alpha * x`. One rounding where BLAS fuses the multiply-add.
     """
     fn = _AXPY.get(y.dtype) if y.size >= AXPY_MIN else None
-    if fn is None or x.dtype != y.dtype or x.shape != y.shape or not (x.flags.c_contiguous and y.flags.c_contiguous):
+    if (
+        fn is None
+        or x.dtype != y.dtype
+        or x.shape != y.shape
+        or not (x.flags.c_contiguous and y.flags.c_contiguous)
+        or (x is not y and np.may_share_memory(x, y))  # overlapping: NumPy buffers it, BLAS would not
+    ):
         y += alpha * x
         return
     if not y.flags.writeable:
