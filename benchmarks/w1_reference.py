@@ -144,4 +144,6 @@ class Python:
 
 
 def make(impl: str, cfg: dict):
-    return {"chainrule": Chainrule, "captured": Captured, "torch": Torch, "micrograd": Micrograd, "python": Python}[impl](cfg)
+    return {"chainrule": Chainrule, "captured": Captured, "torch": Torch, "micrograd": Micrograd, "python": Python}[
+        impl
+    ](cfg)

@@ -280,6 +280,13 @@ class _Plan:
         self.consts: dict[str, float] = {}
         self.name: dict[int, str] = {}  # id(tensor) -> its value's expression in the generated code
         self.grad_param: dict[int, int] = {}  # id(parameter leaf that gets a gradient) -> its index
+        for k, t in enumerate(nodes):
+            if t.data.dtype != float64 or t.data.size != 1:
+                raise ConfigError(
+                    f"capture: the result of {t._op} has {_describe(t)}; only one-element float64 tensors can be "
+                    "captured"
+                )
+            self.name[id(t)] = f"t{k}"
         for t in leaves:
             source = t
             while type(source) is _Detached:  # detach() of a parameter or input: its value, no gradient
@@ -303,14 +310,9 @@ class _Plan:
                         "captured"
                     )
                 self.name[id(t)] = _literal(float(t.data.reshape(-1)[0]), self.consts)
-        for k, t in enumerate(nodes):
-            if t.data.dtype != float64 or t.data.size != 1:
-                raise ConfigError(
-                    f"capture: the result of {t._op} has {_describe(t)}; only one-element float64 tensors can be "
-                    "captured"
-                )
-            self.name[id(t)] = f"t{k}"
         self.keys = [_rule_key(t) for t in nodes]
+        # pow's constant exponents, read now: backward frees the rules that hold them
+        self.exponents = {id(t): t._backward.exponent for t in nodes if t._op == "pow"}
         # nodes whose gradient reaches a parameter: the backward pass computes only those
         needs = set(self.grad_param)
         for t in nodes:
@@ -369,17 +371,15 @@ class _Plan:
 
     def _fill(self, template: str, t: Tensor, g: str = "") -> str:
         names = [self.name[id(p)] for p in t._prev]
-        c = getattr(t._backward, "exponent", None) if t._op == "pow" else None
+        c = self.exponents.get(id(t))
         c_src = "" if c is None else _literal(float(c), self.consts) if not isinstance(c, int) else repr(c)
         if isinstance(c, int) and c < 0:
             c_src = f"({c})"
-        return template.format(
-            a=names[0], b=names[1] if len(names) > 1 else "", y=self.name[id(t)], g=g, c=c_src
-        )
+        return template.format(a=names[0], b=names[1] if len(names) > 1 else "", y=self.name[id(t)], g=g, c=c_src)
 
     def _guards(self) -> list[str]:
         lines = [
-            "    # guards: the optimizer's groups, parameters, arrays and buffers are those captured (else: eager step)",
+            "    # guards: the optimizer's groups, parameters, arrays and buffers are those captured (else: eager)",
             "    groups = _opt.param_groups",
             f"    if len(groups) != {len(self.groups)} or _opt.state is not _state:",
             "        raise _Stale",
@@ -413,7 +413,9 @@ class _Plan:
         }
 
     def _backward(self) -> list[str]:
-        lines = ["    # backward: the chain rule, from the loss back, in reverse recording order", ]
+        lines = [
+            "    # backward: the chain rule, from the loss back, in reverse recording order",
+        ]
         lines.append(f"    d{self.name[id(self.loss)]} = 1.0")
         assigned = {id(self.loss)}
         for k in range(len(self.nodes) - 1, -1, -1):
@@ -479,9 +481,10 @@ def _grad_lines(j: int, shape: tuple[int, ...]) -> list[str]:
     """Set parameter j's `.grad` to its gradient dw{j}. Eager backward makes a new tensor (after zero_grad); where the
     one this code made last time is still `.grad` and nothing else holds it or its array (reference counts), writing
     into it leaves the same observable state at a fraction of the cost."""
+    sole_tensor, sole_array = _SOLE_GRAD
     return [
         f"    G = W{j}.grad",
-        f"    if G is _gt{j} and G.data is _ga{j} and _refs(G) == {_SOLE_GRAD[0]} and _refs(_ga{j}) == {_SOLE_GRAD[1]}:",
+        f"    if G is _gt{j} and G.data is _ga{j} and _refs(G) == {sole_tensor} and _refs(_ga{j}) == {sole_array}:",
         f"        _ga{j}[{_index(shape)}] = dw{j}",
         "    else:",
         f"        _ga{j} = _array({_nested(f'dw{j}', len(shape))})",
