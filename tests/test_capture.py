@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +113,7 @@ def test_source_is_the_forward_chain_rule_and_update_as_straight_line_code():
         "dt3 = dt4 * 2.0 * t3  # pow",
         "dt0 = dt1 * t1 * (1.0 - t1)  # sigmoid",
         "dw0 = dt0 * x0  # mul",
-        "lr0 = float(G0['lr'])",
+        'lr0 = float(G0["lr"])',
         "n0 = w0 - dw0 * lr0",
         "A1[()] = n1",
         "return t5",
@@ -390,3 +392,12 @@ def test_refuses_bad_losses_inputs_and_signatures():
         step(2.0)
     with pytest.raises(ConfigError, match="input 0 is a str"):
         step("a", 0.5)
+
+
+def test_docs_example_output_is_the_real_output(capsys):
+    """docs/capture.md shows the example's real output and `step.source`."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "capture.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```(?:python)?\n(.*?)^```$", doc, flags=re.S | re.M)
+    example, printed, source = blocks[0], blocks[1], blocks[2]
+    exec(compile(example, "capture.md", "exec"), {})
+    assert capsys.readouterr().out == printed + source + "\n"  # print adds a newline

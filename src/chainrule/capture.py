@@ -387,7 +387,7 @@ class _Plan:
         j = 0
         for gi, (group, mode) in enumerate(zip(self.groups, self.modes)):
             lines.append(f"    G{gi} = groups[{gi}]")
-            lines.append(f"    P{gi} = G{gi}['params']")
+            lines.append(f'    P{gi} = G{gi}["params"]')
             same = [f"len(P{gi}) != {len(group)}"] + [f"P{gi}[{i}] is not W{j + i}" for i in range(len(group))]
             lines.append(f"    if {' or '.join(same)}:")
             lines.append("        raise _Stale")
@@ -523,20 +523,20 @@ def _option_lines(gi: int, mode: tuple[str, bool, bool, bool, bool]) -> list[str
     g = f"G{gi}"
     if mode[0] == "plain":
         return [
-            f"    if {g}['momentum'] or {g}['weight_decay'] or {g}['maximize']:",
+            f'    if {g}["momentum"] or {g}["weight_decay"] or {g}["maximize"]:',
             "        raise _Stale",
-            f"    lr{gi} = float({g}['lr'])",
+            f'    lr{gi} = float({g}["lr"])',
         ]
     kind, damp, wd, maximize, nesterov = mode
     lines = [
-        f"    lr{gi}, mom{gi}, wd{gi} = float({g}['lr']), float({g}['momentum']), float({g}['weight_decay'])",
+        f'    lr{gi}, mom{gi}, wd{gi} = float({g}["lr"]), float({g}["momentum"]), float({g}["weight_decay"])',
     ]
     if kind == "momentum":
-        lines.append(f"    omd{gi} = 1 - float({g}['dampening'])")
-        flags = f"(bool(mom{gi}), {g}['dampening'] != 0, bool(wd{gi}), bool({g}['maximize']), bool({g}['nesterov']))"
+        lines.append(f'    omd{gi} = 1 - float({g}["dampening"])')
+        flags = f'(bool(mom{gi}), {g}["dampening"] != 0, bool(wd{gi}), bool({g}["maximize"]), bool({g}["nesterov"]))'
         want = (True, damp, wd, maximize, nesterov)
     else:
-        flags = f"(bool(mom{gi}), bool(wd{gi}), bool({g}['maximize']))"
+        flags = f'(bool(mom{gi}), bool(wd{gi}), bool({g}["maximize"]))'
         want = (False, wd, maximize)
     lines.append(f"    if {flags} != {want!r}:")
     lines.append("        raise _Stale")
