@@ -46,6 +46,9 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "log1p":     ("float(_log1p({a}))",                                    ("{g} / ({a} + 1.0)",)),
     "sqrt":      ("float(_sqrt({a}))",                                     ("{g} / ({y} * 2.0)",)),
     "tanh":      ("float(_tanh({a}))",                                     ("{g} * (1.0 - {y} * {y})",)),
+    "sin":       ("float(_sin({a}))",                                      ("{g} * float(_cos({a}))",)),
+    "cos":       ("float(_cos({a}))",                                      ("-{g} * float(_sin({a}))",)),
+    "abs":       ("abs({a})",                                              ("{g} * float(_sign({a}))",)),
     "sigmoid":   ("1.0 / (1.0 + float(_exp(-{a}))) if {a} > -700.0 else _sigmoid_low({a})", ("{g} * {y} * (1.0 - {y})",)),  # noqa: E501
     "sigmoid n-d": ("1.0 / (1.0 + float(_exp(-{a}))) if {a} >= 0.0 else _sigmoid_low({a})", ("{g} * {y} * (1.0 - {y})",)),  # noqa: E501
     "relu":      ("{a} if {a} > 0.0 or {a} != {a} else 0.0",               ("{g} * (1.0 if {a} > 0.0 else 0.0)",)),
@@ -81,6 +84,9 @@ _NAMESPACE = {
     "_log1p": np.log1p,
     "_sqrt": np.sqrt,
     "_tanh": np.tanh,
+    "_sin": np.sin,
+    "_cos": np.cos,
+    "_sign": np.sign,
     "_pow": _pow,
     "_sigmoid_low": _sigmoid_low,
     "_array": np.array,
@@ -128,19 +134,26 @@ def _check_optimizer(optimizer: Any) -> list[Tensor]:
     return params
 
 
-def _graph(loss: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-    """(the results of ops in recording order, the leaves) of loss's graph, walked before backward frees it."""
-    seen = {id(loss)}
-    stack, nodes, leaves = [loss], [], []
+def _graph(loss: Tensor) -> tuple[list[Tensor], list[Tensor], set[int]]:
+    """(the results of ops in recording order, the leaves, the ids of the tensors that gradients reach) of loss's
+    graph, walked before backward frees it. A detached tensor's source is part of the graph (its value is used),
+    but gradients do not flow through `detach()`."""
+    seen, stack, nodes, leaves = {id(loss)}, [loss], [], []
     while stack:
         t = stack.pop()
         (nodes if t._prev else leaves).append(t)
-        for p in t._prev:
+        for p in (t._source,) if type(t) is _Detached else t._prev:
             if id(p) not in seen:
                 seen.add(id(p))
                 stack.append(p)
     nodes.sort(key=lambda t: t._seq)  # a parent is always recorded before its results
-    return nodes, leaves
+    reach, stack = {id(loss)}, [loss]
+    while stack:
+        for p in stack.pop()._prev:
+            if id(p) not in reach:
+                reach.add(id(p))
+                stack.append(p)
+    return nodes, leaves, reach
 
 
 def _literal(v: float, consts: dict[str, float]) -> str:
@@ -194,12 +207,14 @@ class CapturedStep:
 
     The first call runs eagerly and records the graph; later calls run `source`, one generated function. The
     trace fixes everything but the inputs, the parameters' values and the optimizer's options (lr, momentum...,
-    read at every call, so LR schedulers work): leaves that are neither parameters nor inputs are constants whose
-    values are baked into the code, and Python control flow in `loss_fn` (an `if` on a value, `.item()`, `.data`,
-    values computed under no_grad) is fixed at its traced outcome, as in torch.jit.trace. Each replay checks
-    cheaply that the optimizer's groups, parameters, their arrays and the momentum buffers are those it was
-    generated for; if not (or under no_grad or detect_anomaly, or where Python float arithmetic would raise, e.g.
-    a division by zero), the step runs eagerly and, where needed, is captured again.
+    read at every call, so LR schedulers work). Leaves that are neither parameters nor inputs are constants whose
+    values are baked into the code, and so is anything computed without recording: under no_grad, from `.item()`
+    or `.data`, or from a detached tensor (a `detach()` used directly as an operand of a recorded op is recomputed
+    from its source at every call). Python control flow in `loss_fn` keeps its traced outcome, as in
+    torch.jit.trace. Each replay checks cheaply that the optimizer's groups, parameters, their arrays and the
+    momentum buffers are those it was generated for; if not (or under no_grad or detect_anomaly, or where Python
+    float arithmetic would raise, e.g. a division by zero), the step runs eagerly and, where needed, is captured
+    again.
     """
 
     def __init__(self, loss_fn: Callable[..., Tensor], optimizer: SGD) -> None:
@@ -257,8 +272,8 @@ def capture(loss_fn: Callable[..., Tensor], optimizer: SGD) -> CapturedStep:
     Args:
         loss_fn: a function of one-element float64 tensors (the inputs, e.g. x and y) returning a one-element
             loss tensor, built from the optimizer's parameters, the inputs and constants with the ops of `RULES`
-            (add, sub, mul, div, neg, pow with a constant exponent, exp, log, log1p, sqrt, tanh, sigmoid, relu,
-            and one-element sum, mean, reshape, clone).
+            (add, sub, mul, div, neg, pow with a constant exponent, exp, log, log1p, sqrt, tanh, sin, cos, abs,
+            sigmoid, relu, and one-element sum, mean, reshape, clone).
         optimizer: a `chainrule.optim.SGD` (any options) over one-element float64 parameters.
 
     Returns:
@@ -273,13 +288,13 @@ class _Plan:
     """One traced step, analysed: the graph's nodes, leaves classified, and the optimizer's layout."""
 
     def __init__(self, loss: Tensor, xs: list[Tensor], params: list[Tensor], opt: SGD) -> None:
-        nodes, leaves = _graph(loss)
+        nodes, leaves, reach = _graph(loss)
         self.opt, self.params, self.n_inputs = opt, params, len(xs)
         pindex = {id(p): j for j, p in enumerate(params)}
         xindex = {id(x): i for i, x in enumerate(xs)}
         self.consts: dict[str, float] = {}
         self.name: dict[int, str] = {}  # id(tensor) -> its value's expression in the generated code
-        self.grad_param: dict[int, int] = {}  # id(parameter leaf that gets a gradient) -> its index
+        self.grad_param: dict[int, int] = {}  # id(parameter that gets a gradient) -> its index
         for k, t in enumerate(nodes):
             if t.data.dtype != float64 or t.data.size != 1:
                 raise ConfigError(
@@ -288,35 +303,38 @@ class _Plan:
                 )
             self.name[id(t)] = f"t{k}"
         for t in leaves:
-            source = t
-            while type(source) is _Detached:  # detach() of a parameter or input: its value, no gradient
-                source = source._source
-            if id(source) in pindex:
-                j = pindex[id(source)]
-                self.name[id(t)] = f"w{j}"
-                if source is t and t.requires_grad:
-                    self.grad_param[id(t)] = j
-            elif id(source) in xindex:
-                self.name[id(t)] = f"x{xindex[id(source)]}"
-            elif t.requires_grad:
+            if type(t) is _Detached:
+                continue
+            if id(t) in pindex:
+                self.name[id(t)] = f"w{pindex[id(t)]}"
+                if t.requires_grad and id(t) in reach:
+                    self.grad_param[id(t)] = pindex[id(t)]
+            elif id(t) in xindex:
+                self.name[id(t)] = f"x{xindex[id(t)]}"
+            elif t.requires_grad and id(t) in reach:
                 raise ConfigError(
                     f"capture: the loss depends on a tensor of {_describe(t)} that requires grad but is not a "
                     "parameter of the optimizer (add it to the optimizer, or detach it)"
                 )
+            elif t.data.dtype != float64 or t.data.size != 1:
+                raise ConfigError(
+                    f"capture: a constant of {_describe(t)} is used; only one-element float64 tensors can be captured"
+                )
             else:
-                if t.data.dtype != float64 or t.data.size != 1:
-                    raise ConfigError(
-                        f"capture: a constant of {_describe(t)} is used; only one-element float64 tensors can be "
-                        "captured"
-                    )
                 self.name[id(t)] = _literal(float(t.data.reshape(-1)[0]), self.consts)
+        for t in leaves:  # detach(): the value of its source (a parameter, input, constant or result), no gradient
+            if type(t) is _Detached:
+                source = t._source
+                while type(source) is _Detached:
+                    source = source._source
+                self.name[id(t)] = self.name[id(source)]
         self.keys = [_rule_key(t) for t in nodes]
         # pow's constant exponents, read now: backward frees the rules that hold them
         self.exponents = {id(t): t._backward.exponent for t in nodes if t._op == "pow"}
         # nodes whose gradient reaches a parameter: the backward pass computes only those
         needs = set(self.grad_param)
         for t in nodes:
-            if any(id(p) in needs for p in t._prev):
+            if id(t) in reach and any(id(p) in needs for p in t._prev):
                 needs.add(id(t))
         if id(loss) not in needs:
             raise ConfigError("capture: the loss does not depend on any parameter of the optimizer that requires grad")
