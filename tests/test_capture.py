@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chainrule as cr
 import chainrule.nn.functional as F
@@ -354,6 +356,43 @@ def test_detached_results_are_recomputed_without_gradient():
         assert step(1.5, 0.1 * i) == eager_step(eloss_fn, eopt, 1.5, 0.1 * i)
         assert_same_state(ps, opt, qs, eopt)
     assert traces == [1]
+
+
+finite = st.floats(-3.0, 3.0, allow_nan=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=st.tuples(finite, finite, finite, finite, finite),
+    data=st.lists(st.tuples(finite, finite), min_size=2, max_size=6),
+    lr=st.floats(1e-4, 0.5),
+    momentum=st.sampled_from([0.0, 0.9]),
+)
+def test_random_nets_inputs_and_rates_match_eager_bit_for_bit(values, data, lr, momentum):
+    values = tuple(v if v > 0.05 else 0.05 + abs(v) for v in values[:4]) + values[4:]  # keeps log's argument > 0
+    ps, opt, loss_fn = make(values=values, loss=two_layer, lr=lr, momentum=momentum)
+    qs, eopt, eloss_fn = make(values=values, loss=two_layer, lr=lr, momentum=momentum)
+    step = cr.capture(loss_fn, opt)
+    with np.errstate(all="ignore"):
+        for x, y in data:
+            got, want = step(x, y), eager_step(eloss_fn, eopt, x, y)
+            assert got == want or (math.isnan(got) and math.isnan(want))
+            np.testing.assert_array_equal(bits(ps), bits(qs))
+
+
+def test_no_grad_and_detect_anomaly_run_the_eager_step():
+    ps, opt, loss_fn = make()
+    qs, eopt, eloss_fn = make()
+    step = cr.capture(loss_fn, opt)
+    step(2.0, 0.5)
+    eager_step(eloss_fn, eopt, 2.0, 0.5)
+    with cr.detect_anomaly():
+        assert step(2.0, 0.5) == eager_step(eloss_fn, eopt, 2.0, 0.5)
+    assert_same_state(ps, opt, qs, eopt)
+    with cr.no_grad(), pytest.raises(RuntimeError, match="does not require grad"):
+        step(2.0, 0.5)
+    assert step(2.0, 0.5) == eager_step(eloss_fn, eopt, 2.0, 0.5)
+    assert_same_state(ps, opt, qs, eopt)
 
 
 # ----------------------------------------------------------------------------- refusals

@@ -74,6 +74,9 @@ class _Stale(Exception):
     """A guard of the generated code failed: the step runs eagerly and is captured again."""
 
 
+_NONE = object()  # a gradient never made (None would match a parameter without gradient)
+
+
 def _untraced(inputs: tuple[Any, ...]) -> float:
     raise _Stale
 
@@ -347,7 +350,7 @@ class _Plan:
         """The objects the generated code refers to: the optimizer, parameters, their arrays and buffers."""
         b: dict[str, Any] = {"_opt": self.opt, "_state": self.opt.state, **self.consts}
         for j in self.grad_param.values():
-            b[f"_gt{j}"] = b[f"_ga{j}"] = None  # the gradient tensor and array made last time (see _grad_lines)
+            b[f"_gt{j}"] = b[f"_ga{j}"] = _NONE  # the gradient tensor and array made last time (see _grad_lines)
         for j, p in enumerate(self.params):
             b[f"W{j}"], b[f"A{j}"] = p, p.data
             if id(p) in self.grad_param and self.modes[self._group_of(j)][0] == "momentum":
