@@ -414,11 +414,11 @@ class _Plan:
             lines.append("        raise _Stale")
             lines += _option_lines(gi, mode)
             j += len(group)
-        checks = []
+        checks, buffers = [], self._buffer_names()
         for j, p in enumerate(self.params):
             checks.append(f"W{j}.data is not A{j}")
             checks.append(f"{'not ' if p.requires_grad else ''}W{j}.requires_grad")
-            if f"B{j}" in self._buffer_names():
+            if f"B{j}" in buffers:
                 checks.append(f"_state.get(W{j}) is not S{j} or S{j}.get('momentum_buffer') is not B{j}")
         lines.append(f"    if {' or '.join(checks)}:")
         lines.append("        raise _Stale")
@@ -427,6 +427,7 @@ class _Plan:
         return lines
 
     def _buffer_names(self) -> set[str]:
+        """The names of the momentum buffers that the update reads and writes."""
         return {
             f"B{j}"
             for j, p in enumerate(self.params)
@@ -436,8 +437,8 @@ class _Plan:
     def _backward(self) -> list[str]:
         lines = [
             "    # backward: the chain rule, from the loss back, in reverse recording order",
+            f"    d{self.name[id(self.loss)]} = 1.0",
         ]
-        lines.append(f"    d{self.name[id(self.loss)]} = 1.0")
         assigned = {id(self.loss)}
         for k in range(len(self.nodes) - 1, -1, -1):
             t = self.nodes[k]
