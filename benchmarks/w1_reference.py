@@ -9,7 +9,7 @@ import math
 
 TITLE = "reference example, float64 scalars, SGD step"
 UNIT = "step"
-IMPLS = ("chainrule", "torch", "micrograd", "python")
+IMPLS = ("chainrule", "captured", "torch", "micrograd", "python")
 STEPS = 2000  # steps per timed repeat
 RTOL = 1e-9
 X, Y, W1, W2, LR = 2.0, 0.5, 0.5, 0.3, 0.01
@@ -43,6 +43,26 @@ class Chainrule:
 
     def values(self) -> list[float]:  # the loss goes to ~0, so the weights are compared as well
         return [float(self.w1.data), float(self.w2.data)]
+
+
+class Captured(Chainrule):
+    """chainrule.capture: the same step traced once, then replayed as generated Python (issue 6's stretch goal)."""
+
+    def __init__(self, cfg: dict) -> None:
+        import chainrule as cr
+
+        super().__init__(cfg)
+        w1, w2 = self.w1, self.w2
+
+        def loss_fn(x, y):
+            return 0.5 * (y - w2 * (w1 * x).sigmoid()) ** 2
+
+        self.step = cr.capture(loss_fn, self.opt)
+
+    def run(self, n: int) -> None:
+        step = self.step
+        for _ in range(n):
+            step(X, Y)
 
 
 class Torch:
@@ -124,4 +144,6 @@ class Python:
 
 
 def make(impl: str, cfg: dict):
-    return {"chainrule": Chainrule, "torch": Torch, "micrograd": Micrograd, "python": Python}[impl](cfg)
+    return {"chainrule": Chainrule, "captured": Captured, "torch": Torch, "micrograd": Micrograd, "python": Python}[
+        impl
+    ](cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import _memory, functional, nn, ops, optim
 from .anomaly import detect_anomaly, is_anomaly_enabled
+from .capture import capture
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops import (
     abs,
@@ -114,6 +115,7 @@ __all__ = [
     "as_tensor",
     "bool_",
     "broadcast_to",
+    "capture",
     "cat",
     "chunk",
     "clamp",

@@ -117,14 +117,23 @@ def pow(a: Any, b: Any) -> Tensor:
             def backward(g: Any) -> tuple:
                 return (g * 2.0 * a,) if isinstance(g, Tensor) else (g * 2.0 * a.data[()],)
 
+            backward.exponent = c  # the constant exponent, for readers of the graph (chainrule.capture)
             return record("pow", out, (a,), backward, np_backward=backward)
         out = a.data**c
         if c == 0:
-            return record("pow", out, (a,), lambda g: (g * 0.0,), saved=(), np_backward=lambda g: (g * 0.0,))
+
+            def zero(g: Any) -> tuple:
+                return (g * 0.0,)
+
+            zero.exponent = c
+            return record("pow", out, (a,), zero, saved=(), np_backward=zero)
+
+        def power(g: Tensor) -> tuple:
+            return (g * c * a ** (c - 1),)
+
+        power.exponent = c
         # `a.data ** k` (not a scalar's `** k`) in np_backward: the same special cases (k = 2, 0.5...) as Tensor pow
-        return record(
-            "pow", out, (a,), lambda g: (g * c * a ** (c - 1),), np_backward=lambda g: (g * c * a.data ** (c - 1),)
-        )
+        return record("pow", out, (a,), power, np_backward=lambda g: (g * c * a.data ** (c - 1),))
     a, b, out = _binary("pow", np.power, a, b)
 
     def backward(g: Tensor) -> tuple[Tensor | None, Tensor | None]:
