@@ -421,12 +421,8 @@ _INT64 = np.dtype(np.int64)
 _ROWS: dict[int, np.ndarray] = {}  # read-only np.arange(n) for _fused_cross_entropy, by n
 
 
-def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor:
-    """Cross-entropy of logits (N, C) against valid class indices t (N,) as one node.
-
-    loss_i = −log_softmax(x)_it (computed with the row max subtracted); backward: (softmax(x) − onehot(t))·g.
-    """
-    x = input.data
+def _cross_entropy_fwd(x: np.ndarray, t: np.ndarray, reduction: str) -> tuple:
+    """(loss, ctx) of logits x (N, C) against valid class indices t (N,): the array rule of `_fused_cross_entropy`."""
     n = x.shape[0]
     # the ufuncs' reduce directly (what x.max / x.sum call): the same results with fewer Python-level calls
     shifted = x - np.maximum.reduce(x, axis=1, keepdims=True)
@@ -434,18 +430,37 @@ def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor
     rows = cached_constant(_ROWS, n, lambda: np.arange(n))
     picked = logp[rows, t]
     if reduction == "none":
-        out_data, scale = -picked, None
+        out, scale = -picked, None
     elif reduction == "sum":
-        out_data, scale = np.asarray(-np.add.reduce(picked), dtype=x.dtype), 1.0
+        out, scale = np.asarray(-np.add.reduce(picked), dtype=x.dtype), 1.0
     else:
-        out_data = np.asarray(-np.add.reduce(picked) / n if n else -picked.mean(), dtype=x.dtype)
+        out = np.asarray(-np.add.reduce(picked) / n if n else -picked.mean(), dtype=x.dtype)
         scale = 1.0 / n if n else 1.0
+    return out, (logp, rows, t, scale)
+
+
+def _cross_entropy_bwd(ctx: tuple, g: Any, needs: tuple = (True,)) -> tuple[np.ndarray]:
+    """(softmax(x) − onehot(t))·g."""
+    logp, rows, t, scale = ctx
+    d = np.exp(logp)  # a new array: logp stays intact for a second backward (retain_graph)
+    d[rows, t] -= 1.0
+    d *= g * scale if scale is not None else np.reshape(g, (logp.shape[0], 1))
+    return (d,)
+
+
+def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor:
+    """Cross-entropy of logits (N, C) against valid class indices t (N,) as one node.
+
+    loss_i = −log_softmax(x)_it (computed with the row max subtracted); backward: (softmax(x) − onehot(t))·g.
+    """
+    x = input.data
+    out_data, ctx = _cross_entropy_fwd(x, t, reduction)
+    n, rows, scale = x.shape[0], ctx[1], ctx[3]
 
     def np_backward(g: Any) -> tuple[np.ndarray]:
-        d = np.exp(logp)  # a new array: logp stays intact for a second backward (retain_graph)
-        d[rows, t] -= 1.0
-        d *= g * scale if scale is not None else np.reshape(g, (n, 1))
-        return (d,)
+        return _cross_entropy_bwd(ctx, g)
+
+    np_backward.replay = (_cross_entropy_fwd, _cross_entropy_bwd, (t, reduction))
 
     def backward(g: Tensor) -> tuple[Tensor]:
         if is_grad_enabled():  # create_graph: softmax recomputed as a recorded op

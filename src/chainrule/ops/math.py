@@ -193,32 +193,92 @@ def _linear_check(x: Tensor, weight: Tensor) -> None:
         )
 
 
-def _linear_data(xd: np.ndarray, wd: np.ndarray, bias: Tensor | None) -> np.ndarray:
-    """xd @ wd.T + bias as a new array."""
+def _linear_data(xd: np.ndarray, wd: np.ndarray, bd: np.ndarray | None) -> np.ndarray:
+    """xd @ wd.T + bd as a new array."""
     # a 2-D input: the product as weight @ x.T, returned transposed (a column-major (N, out) array), which
     # OpenBLAS runs 10-40% faster here than x @ weight.T; the next layer then multiplies contiguous operands
     out = _mm(wd, xd.T).T if xd.ndim == 2 else _mm(xd, wd.T)
-    if bias is not None:
-        out += bias.data
+    if bd is not None:
+        out += bd
     return out
 
 
-def _linear_np_grads(x: Tensor, weight: Tensor, bias: Tensor | None, gd: np.ndarray) -> tuple:
-    """(dx, dweight, dbias) of x @ weight.T + bias for the upstream gradient gd, on NumPy arrays (None where
-    no gradient is needed)."""
-    xd, wd = x.data, weight.data
+def _linear_np_grads(xd: np.ndarray, wd: np.ndarray, bd: np.ndarray | None, gd: np.ndarray, needs: tuple) -> tuple:
+    """(dx, dweight, dbias) of x @ weight.T + bias for the upstream gradient gd, on NumPy arrays; `needs` says
+    which of x, weight, bias want a gradient (None for the others)."""
     gx = gw = gb = None
-    if x.requires_grad:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
+    if needs[0]:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
         gx = _mm(wd.T, gd.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
     g2 = gd if gd.ndim == 2 else gd.reshape(-1, gd.shape[-1])
-    if weight.requires_grad:
+    if needs[1]:
         # g.T @ x with a column-major g of few columns: OpenBLAS runs g.T (row-major, few rows) times a
         # column-major x 2x slower than from a row-major copy of g, which costs little at that size
         gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
         gw = _mm(gt.T, xd if xd.ndim == 2 else xd.reshape(-1, xd.shape[-1]))
-    if bias is not None and bias.requires_grad:
+    if bd is not None and needs[2]:
         gb = _column_sums(g2)
     return gx, gw, gb
+
+
+# Array rules: `_<op>_fwd(*arrays) -> (out, ctx)` and `_<op>_bwd(ctx, g, needs) -> one gradient per input (None
+# where `needs` says no)`, pure NumPy, side by side. The eager op runs them (its `np_backward` is the bwd rule) and
+# chainrule.capture replays them, so a captured step does exactly the eager step's arithmetic; each op's
+# `np_backward.replay = (fwd, bwd, extra arguments of fwd after the inputs' arrays)` says so to the capture.
+
+
+def _linear_fwd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> tuple:
+    return _linear_data(x, w, b), (x, w, b)
+
+
+def _linear_bwd(ctx: tuple, g: np.ndarray, needs: tuple) -> tuple:
+    return _linear_np_grads(*ctx, g, needs)
+
+
+def _linear_relu_fwd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> tuple:
+    out = _linear_data(x, w, b)
+    mask = out > 0  # (z > 0: NaN gives 0, as relu's)
+    np.maximum(out, 0, out=out)
+    return out, (x, w, b, mask)
+
+
+def _linear_relu_bwd(ctx: tuple, g: np.ndarray, needs: tuple) -> tuple:
+    x, w, b, mask = ctx
+    return _linear_np_grads(x, w, b, np.multiply(g, mask, dtype=g.dtype), needs)
+
+
+def _relu_fwd(d: np.ndarray) -> tuple:
+    mask = d > 0
+    if d.dtype.kind == "f":  # g * a float mask: 2-3x faster than g * a bool one (no cast in the loop)
+        mask = mask.astype(d.dtype)
+    # np.maximum is one pass and keeps NaN (as a * mask did); the mask is kept for the gradient
+    out = np.maximum(d, 0)
+    return (out if type(out) is np.ndarray else np.asarray(out)), mask
+
+
+def _relu_bwd(mask: np.ndarray, g: Any, needs: tuple = (True,)) -> tuple:
+    return (g * mask,)
+
+
+def _tanh_fwd(d: np.ndarray) -> tuple:
+    out = np.tanh(d)
+    if type(out) is not np.ndarray:  # a 0-d input gives a NumPy scalar: the array a tensor holds
+        out = np.asarray(out)
+    return out, out[()]
+
+
+def _tanh_bwd(y: Any, g: Any, needs: tuple = (True,)) -> tuple:
+    return (g * (1.0 - y * y),)
+
+
+def _sigmoid_fwd(d: np.ndarray) -> tuple:
+    x = d[()]
+    val = 1.0 / (1.0 + np.exp(-x)) if type(x) in _SCALAR_FLOATS and x > -700 else _sigmoid(d)
+    out = np.asarray(val)
+    return out, out[()]
+
+
+def _sigmoid_bwd(y: Any, g: Any, needs: tuple = (True,)) -> tuple:
+    return (g * y * (1.0 - y),)
 
 
 def _linear_grads(x: Tensor, weight: Tensor, bias: Tensor | None, g: Tensor) -> tuple:
@@ -237,17 +297,21 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     One fused node: one matrix product forward, two backward, no broadcast bookkeeping.
     """
     _linear_check(x, weight)
-    out = _linear_data(x.data, weight.data, bias)
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    out, ctx = _linear_fwd(x.data, weight.data, None if bias is None else bias.data)
 
     def np_backward(gd: np.ndarray) -> tuple:
-        return _linear_np_grads(x, weight, bias, gd)
+        return _linear_np_grads(
+            *ctx, gd, (x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+        )
+
+    np_backward.replay = (_linear_fwd, _linear_bwd, ())
 
     def backward(g: Tensor) -> tuple:
         if not _GradMode.enabled:  # (under detect_anomaly) the NumPy rule, wrapped
             return tuple(None if a is None else Tensor(a) for a in np_backward(g.data))
         return _linear_grads(x, weight, bias, g)
 
-    parents = (x, weight) if bias is None else (x, weight, bias)
     return record("linear", out, parents, backward, saved=(x, weight), np_backward=np_backward)
 
 
@@ -257,14 +321,20 @@ def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor
     Backward: z = x @ weight.T + bias passes g where z > 0, then linear's rule. Same values as the two ops.
     """
     _linear_check(x, weight)
-    out = _linear_data(x.data, weight.data, bias)
-    mask = None
-    if _GradMode.enabled and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
-        mask = out > 0  # (z > 0: NaN gives 0, as relu's)
-    np.maximum(out, 0, out=out)
+    bd = None if bias is None else bias.data
+    if not (
+        _GradMode.enabled and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
+    ):
+        out = _linear_data(x.data, weight.data, bd)
+        return Tensor._wrap(np.maximum(out, 0, out=out))
+    out, ctx = _linear_relu_fwd(x.data, weight.data, bd)
+    mask = ctx[3]
 
     def np_backward(gd: np.ndarray) -> tuple:
-        return _linear_np_grads(x, weight, bias, np.multiply(gd, mask, dtype=gd.dtype))
+        needs = (x.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+        return _linear_relu_bwd(ctx, gd, needs)
+
+    np_backward.replay = (_linear_relu_fwd, _linear_relu_bwd, ())
 
     def backward(g: Tensor) -> tuple:
         if not _GradMode.enabled:  # (under detect_anomaly) the NumPy rule, wrapped
@@ -340,14 +410,14 @@ def cos(a: Tensor) -> Tensor:
 
 def tanh(a: Tensor) -> Tensor:
     a = _floating(a)
-    out = record(
-        "tanh",
-        np.tanh(a.data),
-        (a,),
-        lambda g: (g * (1.0 - out * out),),
-        np_backward=lambda g: (g * (1.0 - out.data[()] * out.data[()]),),
-    )
-    return out
+    out, y = _tanh_fwd(a.data)
+
+    def np_backward(g: Any) -> tuple:
+        return _tanh_bwd(y, g)
+
+    np_backward.replay = (_tanh_fwd, _tanh_bwd, ())
+    res = record("tanh", out, (a,), lambda g: (g * (1.0 - res * res),), np_backward=np_backward)
+    return res
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -358,34 +428,35 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def sigmoid(a: Tensor) -> Tensor:
     a = _floating(a)
-    x = a.data[()]
-    val = 1.0 / (1.0 + np.exp(-x)) if type(x) in _SCALAR_FLOATS and x > -700 else _sigmoid(a.data)
+    val, y = _sigmoid_fwd(a.data)
 
     def backward(g: Any) -> tuple:
         if isinstance(g, Tensor):
             return (g * out * (1.0 - out),)
-        y = out.data[()]
         return (g * y * (1.0 - y),)
 
-    out = record("sigmoid", np.asarray(val), (a,), backward, np_backward=backward)
+    backward.replay = (_sigmoid_fwd, _sigmoid_bwd, ())
+    out = record("sigmoid", val, (a,), backward, np_backward=backward)
     return out
 
 
 def relu(a: Tensor) -> Tensor:
     d = a.data
-    mask = None
-    if _GradMode.enabled and a.requires_grad:  # (the mask is for the gradient only)
-        mask = d > 0
-        if d.dtype.kind == "f":  # g * a float mask: 2-3x faster than g * a bool one (no cast in the loop)
-            mask = mask.astype(d.dtype)
-    # np.maximum is one pass and keeps NaN (as a * mask did); the mask is kept for the gradient
+    if not (_GradMode.enabled and a.requires_grad):  # nothing is recorded: no mask
+        return Tensor._wrap(np.maximum(d, 0))
+    out, mask = _relu_fwd(d)
+
+    def np_backward(g: Any) -> tuple:
+        return (g * mask,)
+
+    np_backward.replay = (_relu_fwd, _relu_bwd, ())
     return record(
         "relu",
-        np.maximum(d, 0),
+        out,
         (a,),
         lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),),
         saved=(),
-        np_backward=lambda g: (g * mask,),
+        np_backward=np_backward,
     )
 
 
