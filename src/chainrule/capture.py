@@ -1,4 +1,8 @@
-"""Captured training steps for scalar graphs: trace one step, then replay it as generated straight-line Python.
+"""Captured training steps: trace one step, then replay it without building a graph.
+
+Two ways, chosen at each trace. Scalar graphs (one-element float64 tensors, SGD) become generated straight-line
+Python on floats (below); any other graph (the arrays of an MLP, any optimizer) becomes a tape of the ops'
+NumPy rules, replayed on plain arrays (see `_ArrayPlan`).
 
 A training step of a model made of one-element tensors (the reference example) spends almost all of its time on
 bookkeeping: building graph nodes, walking them backward, wrapping NumPy scalars. `capture(loss_fn, optimizer)`
@@ -23,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from . import functional as _F
 from .errors import ConfigError
+from .optim.optimizer import Optimizer
 from .optim.sgd import SGD
-from .tensor import _ANOMALY, _CLOCK, Tensor, _Detached, _GradMode, float64
+from .tensor import _ANOMALY, _CLOCK, Tensor, _as_array, _Detached, _GradMode, _sum_to, float64
 
 # Per-op rules on Python floats: {a}, {b} are the inputs' values, {y} the result's, {g} d(loss)/d(result), {c} pow's
 # constant exponent. Forward formula, then d(loss)/d(each input) for each input, the arithmetic of the NumPy rules in
@@ -72,6 +78,11 @@ def _sigmoid_low(x: float) -> float:
 
 class _Stale(Exception):
     """A guard of the generated code failed: the step runs eagerly and is captured again."""
+
+
+class _Eager(Exception):
+    """A check of the inputs' values failed (e.g. a class index out of range): this step runs eagerly, as traced
+    code can't say what the eager step does with such values; the capture is kept."""
 
 
 _NONE = object()  # a gradient never made (None would match a parameter without gradient)
@@ -220,24 +231,36 @@ class CapturedStep:
     again.
     """
 
-    def __init__(self, loss_fn: Callable[..., Tensor], optimizer: SGD) -> None:
-        _check_optimizer(optimizer)
+    def __init__(self, loss_fn: Callable[..., Tensor], optimizer: Optimizer) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise ConfigError(f"capture: optimizer must be a chainrule optimizer, got {type(optimizer).__name__}")
         self.loss_fn = loss_fn
         self.optimizer = optimizer
         self.source: str | None = None  # the generated function, after the first call
         self._fn: Callable[[tuple[Any, ...]], float] = _untraced
         self._n_inputs: int | None = None
         self._compiled: dict[str, Any] = {}
+        self._plans: dict[tuple, _ArrayPlan] = {}  # array graphs: one tape per input signature (shapes, dtypes)
+        self._scalar = False  # whether _fn is generated scalar code
 
     def __call__(self, *inputs: Any) -> float:
-        """One training step on `inputs` (numbers or one-element tensors); returns the loss before the update."""
+        """One training step on `inputs` (numbers, arrays or tensors); returns the loss before the update."""
         try:
             return self._fn(inputs)
-        except (_Stale, ArithmeticError):  # raised before anything was written: the step runs eagerly
+        except _Stale:  # raised before anything was written: the step runs eagerly (and is captured)
+            return self._trace(inputs)
+        except ArithmeticError:  # scalar code: raised before anything was written
+            if not self._scalar:
+                raise
             return self._trace(inputs)
 
     def _trace(self, inputs: tuple[Any, ...]) -> float:
         """The eager step, capturing its graph on the way (unless recording is off or detect_anomaly is on)."""
+        if _scalar_step(self.optimizer, inputs):
+            return self._trace_scalar(inputs)
+        return self._trace_arrays(inputs)
+
+    def _trace_scalar(self, inputs: tuple[Any, ...]) -> float:
         if self._n_inputs is not None and len(inputs) != self._n_inputs:
             raise ConfigError(
                 f"capture: the step was traced with {self._n_inputs} inputs, got {len(inputs)}; capture the "
@@ -250,11 +273,7 @@ class CapturedStep:
         opt.zero_grad()
         # inputs require grad while tracing, so that ops on inputs alone are recorded too (not baked in)
         xs = [Tensor(np.array(v, dtype=float64), requires_grad=capture) for v in values]
-        loss = self.loss_fn(*xs)
-        if not isinstance(loss, Tensor):
-            raise ConfigError(f"capture: loss_fn must return a Tensor, got {type(loss).__name__}")
-        if loss.data.size != 1:
-            raise ConfigError(f"capture: loss_fn must return a one-element loss, got a tensor of shape {loss.shape}")
+        loss = _check_loss(self.loss_fn(*xs))
         plan = _Plan(loss, xs, params, opt) if capture else None  # may refuse: before anything is updated
         loss.backward()
         opt.step()
@@ -265,24 +284,105 @@ class CapturedStep:
                 code = self._compiled[source] = compile(source, "<chainrule.capture>", "exec")
             namespace = {**_NAMESPACE, **plan.bindings()}
             exec(code, namespace)
-            self._fn, self.source, self._n_inputs = namespace["step"], source, len(inputs)
+            self._fn, self.source, self._n_inputs, self._scalar = namespace["step"], source, len(inputs), True
         return float(loss.data.reshape(-1)[0])
 
+    def _trace_arrays(self, inputs: tuple[Any, ...], capture: bool = True) -> float:
+        opt = self.optimizer
+        arrays = [_input_array(v, i) for i, v in enumerate(inputs)]
+        capture = capture and _GradMode.enabled and _ANOMALY[0] is None
+        params = [p for g in opt.param_groups for p in g["params"]]
+        opt.zero_grad()
+        # float inputs require grad while tracing, so that ops on inputs are recorded too (not baked in)
+        xs = [Tensor(a, requires_grad=capture and a.dtype.kind == "f") for a in arrays]
+        loss = _check_loss(self.loss_fn(*xs))
+        plan = _ArrayPlan(loss, xs, params, opt) if capture else None  # may refuse: before anything is updated
+        loss.backward()
+        opt.step()
+        if plan is not None:
+            self._plans[_signature(arrays)] = plan
+            self._fn, self._scalar = self._replay, False
+        return float(loss.data.reshape(-1)[0])
 
-def capture(loss_fn: Callable[..., Tensor], optimizer: SGD) -> CapturedStep:
+    def _replay(self, inputs: tuple[Any, ...]) -> float:
+        """Run the tape traced for these inputs' shapes and dtypes (or raise _Stale)."""
+        arrays = []
+        for i, v in enumerate(inputs):
+            if type(v) is not np.ndarray:
+                v = v.data if type(v) is Tensor else _input_array(v, i)
+            arrays.append(v)
+        plan = self._plans.get(_signature(arrays))
+        if plan is None or not _GradMode.enabled or _ANOMALY[0] is not None:
+            raise _Stale
+        try:
+            return plan.run(arrays)
+        except _Eager:
+            return self._trace_arrays(inputs, capture=False)
+
+
+def _signature(arrays: list[np.ndarray]) -> tuple:
+    return tuple([(a.shape, a.dtype) for a in arrays])
+
+
+def _check_loss(loss: Any) -> Tensor:
+    if not isinstance(loss, Tensor):
+        raise ConfigError(f"capture: loss_fn must return a Tensor, got {type(loss).__name__}")
+    if loss.data.size != 1:
+        raise ConfigError(f"capture: loss_fn must return a one-element loss, got a tensor of shape {loss.shape}")
+    return loss
+
+
+def _scalar_step(opt: Optimizer, inputs: tuple[Any, ...]) -> bool:
+    """Whether the step is for the scalar code: SGD over one-element float64 parameters, one-element inputs."""
+    if type(opt) is not SGD:
+        return False
+    for g in opt.param_groups:
+        for p in g["params"]:
+            d = p.data
+            if type(d) is not np.ndarray or d.dtype != float64 or d.size != 1:
+                return False
+    for v in inputs:
+        if isinstance(v, Tensor):
+            v = v.data
+        if isinstance(v, np.ndarray | np.generic):
+            if v.size != 1 or v.dtype.kind not in "fiub":
+                return False
+        elif not isinstance(v, int | float):
+            return False
+    return True
+
+
+def _input_array(value: Any, i: int) -> np.ndarray:
+    """Input `i` of an array step as the array a tensor made from it holds (no copy for arrays and tensors)."""
+    if isinstance(value, Tensor):
+        return value.data
+    if type(value) is np.ndarray:
+        return value
+    try:
+        return _as_array(value, None)
+    except (TypeError, ValueError):
+        raise ConfigError(f"capture: input {i} is a {type(value).__name__}, not an array, tensor or number") from None
+
+
+def capture(loss_fn: Callable[..., Tensor], optimizer: Optimizer) -> CapturedStep:
     """A captured training step: `step(*inputs)` = zero_grad, loss_fn(*inputs), backward, optimizer.step.
 
     Args:
-        loss_fn: a function of one-element float64 tensors (the inputs, e.g. x and y) returning a one-element
-            loss tensor, built from the optimizer's parameters, the inputs and constants with the ops of `RULES`
-            (add, sub, mul, div, neg, pow with a constant exponent, exp, log, log1p, sqrt, tanh, sin, cos, abs,
-            sigmoid, relu, and one-element sum, mean, reshape, clone).
-        optimizer: a `chainrule.optim.SGD` (any options) over one-element float64 parameters.
+        loss_fn: a function of the inputs as tensors (e.g. a batch xb and its targets yb) returning a one-element
+            loss tensor, built from the optimizer's parameters, the inputs and constants. Scalar graphs (SGD over
+            one-element float64 parameters, one-element inputs) may use the ops of `RULES` (add, sub, mul, div,
+            neg, pow with a constant exponent, exp, log, log1p, sqrt, tanh, sin, cos, abs, sigmoid, relu, and
+            one-element sum, mean, reshape, clone); array graphs the ops of `ARRAY_OPS` (linear, the fused
+            linear + ReLU of nn.Sequential, relu, tanh, sigmoid, and cross-entropy of (N, C) logits against
+            int64 class indices given as an input).
+        optimizer: a chainrule optimizer: `chainrule.optim.SGD` (any options) for scalar graphs; any (SGD, Adam,
+            AdamW...) for array graphs, whose `step()` runs as it is.
 
     Returns:
         A `CapturedStep`. Nothing runs until its first call, which runs eagerly and generates the code
-        (`step.source`) that later calls replay. Unsupported graphs raise `chainrule.errors.ConfigError` naming the
-        op, shape, parameter or optimizer at fault. See `CapturedStep` for what is fixed by the trace.
+        (`step.source`, scalar graphs) or the tape (array graphs, one per input signature) that later calls
+        replay. Unsupported graphs raise `chainrule.errors.ConfigError` naming the op, shape, parameter or
+        optimizer at fault. See `CapturedStep` for what is fixed by the trace.
     """
     return CapturedStep(loss_fn, optimizer)
 
@@ -563,3 +663,190 @@ def _option_lines(gi: int, mode: tuple[str, bool, bool, bool, bool]) -> list[str
     lines.append(f"    if {flags} != {want!r}:")
     lines.append("        raise _Stale")
     return lines
+
+
+# ----------------------------------------------------------------------------- array graphs
+
+# the array ops a tape can replay: each eager op's `np_backward.replay` names its NumPy rules (see ops/math.py)
+ARRAY_OPS = ("linear", "linear_relu", "relu", "tanh", "sigmoid", "cross_entropy")
+
+
+def _checked_cross_entropy(x: np.ndarray, t: np.ndarray, reduction: str) -> tuple:
+    """`_cross_entropy_fwd` for targets that are an input: eager cross_entropy takes the fused rule only for class
+    indices in [0, C) (it ignores or refuses the others), so other values run the eager step."""
+    if t.size and np.maximum.reduce(t.view(np.uint64)) >= x.shape[1]:
+        raise _Eager
+    return _F._cross_entropy_fwd(x, t, reduction)
+
+
+_CHECKED = {_F._cross_entropy_fwd: _checked_cross_entropy}
+
+
+def _grad_tensor(g: Any, dtype: np.dtype, stolen: set[int]) -> Tensor:
+    """The `.grad` that eager backward (`_accumulate` after zero_grad) makes from the NumPy gradient g: the array
+    itself unless it is a view, another parameter's or of another dtype (then a copy)."""
+    arr = np.asarray(g)
+    if arr is not g:  # g was a NumPy scalar: arr is a new array
+        return Tensor._wrap(arr if arr.dtype == dtype else arr.astype(dtype))
+    if arr.base is not None or id(arr) in stolen or arr.dtype != dtype:
+        arr = arr.astype(dtype, copy=True)
+    stolen.add(id(arr))
+    return Tensor._wrap(arr)
+
+
+class _ArrayPlan:
+    """One traced step of an array graph as a tape: the ops' NumPy rules in recording order (forward), then in
+    the engine's order (backward), on slots holding arrays.
+
+    Slots: the inputs, then the optimizer's parameters (their `.data` read at every call), then one-element leaves
+    that are neither (constants, read from their tensor at every call), then the arguments of the rules that are
+    not tensors (a reduction, cross-entropy's target when it is an input's array: that input's slot), then the
+    ops' results. Backward runs the rules of the results a parameter's gradient depends on, from the highest
+    recording number down (the order of `_backward_np`), summing into a slot as `old + new` in that order, with
+    `_sum_to` where a gradient has another shape than its target, so that every gradient is eager's, bit for bit.
+    """
+
+    def __init__(self, loss: Tensor, xs: list[Tensor], params: list[Tensor], opt: Optimizer) -> None:
+        nodes, leaves, reach = _graph(loss)
+        n_in, n_p = len(xs), len(params)
+        self.opt, self.params, self.n_in = opt, params, n_in
+        self.param_sig = [(p.data.shape, p.data.dtype, p.requires_grad) for p in params]
+        slot: dict[int, int] = {id(x): i for i, x in enumerate(xs)}
+        for j, p in enumerate(params):
+            slot.setdefault(id(p), n_in + j)
+        values: list[Any] = [None] * (n_in + n_p)
+        self.live: list[tuple[int, Tensor, tuple, np.dtype]] = []  # (slot, leaf, its shape, dtype)
+        pindex = {id(p) for p in params}
+        for t in leaves:
+            if type(t) is _Detached or id(t) in slot:
+                continue
+            if t.requires_grad and id(t) in reach:
+                raise ConfigError(
+                    f"capture: the loss depends on a tensor of {_describe(t)} that requires grad but is not a "
+                    "parameter of the optimizer (add it to the optimizer, or detach it)"
+                )
+            if t.data.size != 1:
+                raise ConfigError(
+                    f"capture: the loss depends on a tensor of {_describe(t)} that is neither an input nor a "
+                    "parameter of the optimizer; pass it to the step as an input"
+                )
+            slot[id(t)] = len(values)
+            values.append(None)
+            self.live.append((slot[id(t)], t, t.data.shape, t.data.dtype))
+        rules = []
+        for t in nodes:
+            rule = getattr(t._np_backward, "replay", None)
+            if rule is None:
+                raise ConfigError(
+                    f"capture: the op {t._op!r} is not supported in array graphs (supported: {', '.join(ARRAY_OPS)}"
+                    "; random or stateful layers such as Dropout and BatchNorm can't be captured)"
+                )
+            if t._retains_grad:
+                raise ConfigError(f"capture: the result of {t._op} retains its gradient (retain_grad), not captured")
+            rules.append(rule)
+        args_per_node = []  # (forward rule, slots of its extra arguments), for each result
+        for t, (fwd, _, extra) in zip(nodes, rules):
+            args = []
+            for a in extra:
+                if isinstance(a, np.ndarray):
+                    i = next((i for i, x in enumerate(xs) if x.data is a), None)
+                    if i is None:
+                        raise ConfigError(
+                            f"capture: {t._op} reads an array of shape {a.shape} that is not one of the step's "
+                            "inputs (e.g. a target computed inside loss_fn); pass it to the step as an input"
+                        )
+                    args.append(i)
+                    fwd = _CHECKED.get(fwd, fwd)
+                else:
+                    args.append(len(values))
+                    values.append(a)
+            args_per_node.append((fwd, args))
+        first = len(values)
+        for k, t in enumerate(nodes):
+            slot[id(t)] = first + k
+        values += [None] * len(nodes)
+        for t in leaves:  # detach(): the value of its source, no gradient
+            if type(t) is _Detached:
+                source = t._source
+                while type(source) is _Detached:
+                    source = source._source
+                if id(source) not in slot:
+                    raise ConfigError(f"capture: a detached tensor of {_describe(t)} comes from outside the graph")
+                slot[id(t)] = slot[id(source)]
+        self.values = values
+        self.forward = [
+            (fwd, tuple(slot[id(p)] for p in t._prev) + tuple(args), first + k)
+            for k, (t, (fwd, args)) in enumerate(zip(nodes, args_per_node))
+        ]
+        # what gradients are needed: the parameters that require grad and get one, the results leading to them
+        grad_params = {id(p) for p in params if p.requires_grad and id(p) in reach and id(p) in pindex}
+        needs = set(grad_params)
+        for t in nodes:
+            if id(t) in reach and any(id(p) in needs for p in t._prev):
+                needs.add(id(t))
+        if id(loss) not in needs:
+            raise ConfigError("capture: the loss does not depend on any parameter of the optimizer that requires grad")
+        self.backward = []
+        order: list[int] = []  # the parameters in the order they first get a gradient (eager's dict order)
+        for k in range(len(nodes) - 1, -1, -1):  # recording order reversed = descending _seq
+            t = nodes[k]
+            if id(t) not in needs:
+                continue
+            flags = tuple(id(p) in needs for p in t._prev)
+            targets = tuple(slot[id(p)] if id(p) in needs else -1 for p in t._prev)
+            shapes = tuple(p.data.shape for p in t._prev)
+            self.backward.append((rules[k][1], k, first + k, flags, targets, shapes))
+            for p in t._prev:
+                if id(p) in grad_params and slot[id(p)] - n_in not in order:
+                    order.append(slot[id(p)] - n_in)
+        self.order = order
+        self.loss_slot = slot[id(loss)]
+        d = loss.data
+        self.seed_dtype, self.seed_shape = d.dtype, d.shape
+        self.n_nodes = len(nodes)
+
+    def run(self, arrays: list[np.ndarray]) -> float:
+        """One captured step on the inputs' arrays; raises _Stale (nothing written) when a guard fails."""
+        opt, params, n_in = self.opt, self.params, self.n_in
+        current = [p for g in opt.param_groups for p in g["params"]]
+        if len(current) != len(params):
+            raise _Stale
+        values = self.values.copy()
+        values[:n_in] = arrays
+        j = n_in
+        for p, q, (shape, dtype, rg) in zip(current, params, self.param_sig):
+            d = p.data
+            if p is not q or d.shape != shape or d.dtype != dtype or p.requires_grad is not rg:
+                raise _Stale
+            values[j] = d
+            j += 1
+        for i, t, shape, dtype in self.live:
+            d = t.data
+            if d.shape != shape or d.dtype != dtype:
+                raise _Stale
+            values[i] = d
+        ctxs: list[Any] = [None] * self.n_nodes
+        k = 0
+        for fwd, args, out in self.forward:
+            values[out], ctxs[k] = fwd(*[values[i] for i in args])
+            k += 1
+        # backward, as `_backward_np`: the seed, then each rule, summing into the slots in the same order
+        grads: list[Any] = [None] * len(values)
+        shape = self.seed_shape
+        grads[self.loss_slot] = np.ones(shape, self.seed_dtype) if shape else self.seed_dtype.type(1)
+        for bwd, k, out, flags, targets, shapes in self.backward:
+            for i, pshape, pg in zip(targets, shapes, bwd(ctxs[k], grads[out], flags)):
+                if i < 0 or pg is None:
+                    continue
+                if pg.shape != pshape:
+                    pg = _sum_to(pg, pshape)
+                old = grads[i]
+                grads[i] = pg if old is None else old + pg
+        del ctxs
+        opt.zero_grad()
+        stolen: set[int] = set()
+        for j in self.order:
+            p = params[j]
+            p.grad = _grad_tensor(grads[n_in + j], p.data.dtype, stolen)
+        opt.step()
+        return float(values[self.loss_slot].reshape(-1)[0])
