@@ -64,6 +64,20 @@ class Chainrule(_Base):
         return self.model.state_dict()
 
 
+class Captured(Chainrule):
+    """chainrule.capture: the same step traced once per batch shape, then replayed as a tape of NumPy rules."""
+
+    def __init__(self, data, sizes) -> None:
+        super().__init__(data, sizes)
+        model, ce = self.model, self.cr.functional.cross_entropy
+        self.step = self.cr.capture(lambda xb, yb: ce(model(xb), yb), self.opt)
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray) -> None:
+        step = self.step
+        for i in range(0, len(y), BATCH):
+            step(x[i : i + BATCH], y[i : i + BATCH])
+
+
 class Torch(_Base):
     def __init__(self, data, sizes) -> None:
         super().__init__(data, sizes)
@@ -180,4 +194,4 @@ class Numpy(_Base):
         return {f"{2 * (i // 2)}.{'bias' if i % 2 else 'weight'}": p for i, p in enumerate(self.params)}
 
 
-IMPLS = {"chainrule": Chainrule, "torch": Torch, "sklearn": Sklearn, "numpy": Numpy}
+IMPLS = {"chainrule": Chainrule, "captured": Captured, "torch": Torch, "sklearn": Sklearn, "numpy": Numpy}

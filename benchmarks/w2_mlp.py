@@ -8,7 +8,7 @@ from .common import mlp_init, np_cross_entropy, np_mlp_logits
 
 TITLE = "MLP 784-256-256-10, batch 128, float32, SGD momentum"
 UNIT = "step"
-IMPLS = ("chainrule", "torch", "numpy")
+IMPLS = ("chainrule", "captured", "torch", "numpy")
 STEPS = 20
 RTOL = 1e-4
 SIZES = [784, 256, 256, 10]
@@ -44,6 +44,22 @@ class Chainrule:
 
     def loss(self) -> float:
         return np_cross_entropy(np_mlp_logits(self.model.state_dict(), self.x.data), self.y.data)
+
+
+class Captured(Chainrule):
+    """chainrule.capture: the same step traced once, then replayed as a tape of NumPy rules."""
+
+    def __init__(self, cfg: dict) -> None:
+        import chainrule as cr
+
+        super().__init__(cfg)
+        model, ce = self.model, self.ce
+        self.step = cr.capture(lambda xb, yb: ce(model(xb), yb), self.opt)
+
+    def run(self, n: int) -> None:
+        step, x, y = self.step, self.x, self.y
+        for _ in range(n):
+            step(x, y)
 
 
 class Torch:
@@ -124,4 +140,4 @@ class Numpy:
 
 
 def make(impl: str, cfg: dict):
-    return {"chainrule": Chainrule, "torch": Torch, "numpy": Numpy}[impl](cfg)
+    return {"chainrule": Chainrule, "captured": Captured, "torch": Torch, "numpy": Numpy}[impl](cfg)

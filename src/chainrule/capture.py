@@ -799,7 +799,7 @@ class _ArrayPlan:
             for p in t._prev:
                 if id(p) in grad_params and slot[id(p)] - n_in not in order:
                     order.append(slot[id(p)] - n_in)
-        self.order = order
+        self.order = [(j, params[j], params[j].data.dtype) for j in order]
         self.loss_slot = slot[id(loss)]
         d = loss.data
         self.seed_dtype, self.seed_shape = d.dtype, d.shape
@@ -845,8 +845,13 @@ class _ArrayPlan:
         del ctxs
         opt.zero_grad()
         stolen: set[int] = set()
-        for j in self.order:
-            p = params[j]
-            p.grad = _grad_tensor(grads[n_in + j], p.data.dtype, stolen)
+        wrap = Tensor._wrap
+        for j, p, dtype in self.order:  # the usual case of `_grad_tensor` inline: a new array of the right dtype
+            g = grads[n_in + j]
+            if type(g) is np.ndarray and g.base is None and g.dtype is dtype and id(g) not in stolen:
+                stolen.add(id(g))
+                p.grad = wrap(g)
+            else:
+                p.grad = _grad_tensor(g, dtype, stolen)
         opt.step()
         return float(values[self.loss_slot].reshape(-1)[0])

@@ -207,13 +207,13 @@ def _linear_np_grads(xd: np.ndarray, wd: np.ndarray, bd: np.ndarray | None, gd: 
     """(dx, dweight, dbias) of x @ weight.T + bias for the upstream gradient gd, on NumPy arrays; `needs` says
     which of x, weight, bias want a gradient (None for the others)."""
     gx = gw = gb = None
-    if needs[0]:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
-        gx = _mm(wd.T, gd.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
     g2 = gd if gd.ndim == 2 else gd.reshape(-1, gd.shape[-1])
+    # a column-major g of few columns (the last layer's): OpenBLAS multiplies it (as g.T @ x, or w.T @ g.T) 2-4x
+    # slower than a row-major copy of g, which costs little at that size
+    gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
+    if needs[0]:  # a column-major g (from the forward above): keep that layout, as weight.T @ g.T
+        gx = _mm(wd.T, gt.T).T if gd.ndim == 2 and not gd.flags.c_contiguous else _mm(gd, wd)
     if needs[1]:
-        # g.T @ x with a column-major g of few columns: OpenBLAS runs g.T (row-major, few rows) times a
-        # column-major x 2x slower than from a row-major copy of g, which costs little at that size
-        gt = np.ascontiguousarray(g2) if g2.shape[1] <= 32 and not g2.flags.c_contiguous else g2
         gw = _mm(gt.T, xd if xd.ndim == 2 else xd.reshape(-1, xd.shape[-1]))
     if bd is not None and needs[2]:
         gb = _column_sums(g2)
