@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -280,3 +283,25 @@ def test_one_captured_step_matches_torch_float64():
         for p, (name, q) in zip(model.parameters(), tmodel.named_parameters()):
             np.testing.assert_allclose(p.grad.data, q.grad.numpy(), rtol=1e-10, atol=1e-14, err_msg=name)
             np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_docs_array_example_output_is_the_real_output(capsys):
+    """docs/capture.md shows the MLP example's real output."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "capture.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```(?:python)?\n(.*?)^```$", doc, flags=re.S | re.M)
+    example, printed = blocks[3], blocks[4]
+    assert "cr.capture(" in example
+    exec(compile(example, "capture.md", "exec"), {})
+    assert capsys.readouterr().out == printed
+
+
+def test_cross_entropy_module_is_captured():
+    (m1, o1), (m2, o2) = pair(np.float32, OPTIMIZERS["adam"])
+    loss = nn.CrossEntropyLoss()
+    x, y = data()
+    step = cr.capture(lambda xb, yb: loss(m1(xb), yb), o1)
+    traces = count_traces(step)
+    for i in range(3):
+        assert step(x[i : i + 8], y[i : i + 8]) == eager_step(m2, o2, x[i : i + 8], y[i : i + 8])
+    assert_same(m1, m2, o1, o2)
+    assert traces[0] == 1
