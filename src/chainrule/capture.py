@@ -711,6 +711,8 @@ class _ArrayPlan:
         n_in, n_p = len(xs), len(params)
         self.opt, self.params, self.n_in = opt, params, n_in
         self.param_sig = [(p.data.shape, p.data.dtype, p.requires_grad) for p in params]
+        self.seen: list[Any] = [None] * len(params)  # see run
+        self.grad_flags = [p.requires_grad for p in params]
         slot: dict[int, int] = {id(x): i for i, x in enumerate(xs)}
         for j, p in enumerate(params):
             slot.setdefault(id(p), n_in + j)
@@ -805,18 +807,29 @@ class _ArrayPlan:
         self.seed_dtype, self.seed_shape = d.dtype, d.shape
         self.n_nodes = len(nodes)
 
+    def _check(self, p: Tensor, j: int) -> bool:
+        """Whether parameter j (whose array changed since the last call) still has the traced shape and dtype."""
+        shape, dtype, _ = self.param_sig[j]
+        d = p.data
+        if d.shape != shape or d.dtype != dtype:
+            return False
+        self.seen[j] = d
+        return True
+
     def run(self, arrays: list[np.ndarray]) -> float:
         """One captured step on the inputs' arrays; raises _Stale (nothing written) when a guard fails."""
         opt, params, n_in = self.opt, self.params, self.n_in
-        current = [p for g in opt.param_groups for p in g["params"]]
+        groups = opt.param_groups
+        current = groups[0]["params"] if len(groups) == 1 else [p for g in groups for p in g["params"]]
         if len(current) != len(params):
             raise _Stale
         values = self.values.copy()
         values[:n_in] = arrays
+        seen = self.seen  # the parameters' arrays at the last call: those pass the shape and dtype checks
         j = n_in
-        for p, q, (shape, dtype, rg) in zip(current, params, self.param_sig):
+        for p, q, a, rg in zip(current, params, seen, self.grad_flags):
             d = p.data
-            if p is not q or d.shape != shape or d.dtype != dtype or p.requires_grad is not rg:
+            if p is not q or p.requires_grad is not rg or (d is not a and not self._check(p, j - n_in)):
                 raise _Stale
             values[j] = d
             j += 1
