@@ -206,12 +206,14 @@ _OPS = {k.split()[0] for k in RULES}
 
 
 class CapturedStep:
-    """A training step `step(*inputs) -> float` of a scalar model, traced once and replayed as generated code.
+    """A training step `step(*inputs) -> float`, traced once and replayed: as generated code for a scalar model, as
+    a tape of NumPy rules for an array model (`_ArrayPlan`: one per input signature; what follows is about the
+    scalar code, docs/capture.md says what differs for arrays).
 
     `step(*inputs)` means exactly::
 
         optimizer.zero_grad()
-        loss = loss_fn(*(float64 0-d tensors holding the inputs))
+        loss = loss_fn(*(the inputs as tensors: float64 0-d ones for a scalar model))
         loss.backward()
         optimizer.step()
         return float(loss)
@@ -300,6 +302,8 @@ class CapturedStep:
         loss.backward()
         opt.step()
         if plan is not None:
+            if len(self._plans) >= _MAX_PLANS:  # batch shapes that keep changing: keep the memory bounded
+                self._plans.clear()
             self._plans[_signature(arrays)] = plan
             self._fn, self._scalar = self._replay, False
         return float(loss.data.reshape(-1)[0])
@@ -318,6 +322,9 @@ class CapturedStep:
             return plan.run(arrays)
         except _Eager:
             return self._trace_arrays(inputs, capture=False)
+
+
+_MAX_PLANS = 16
 
 
 def _signature(arrays: list[np.ndarray]) -> tuple:
