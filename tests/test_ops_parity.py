@@ -576,3 +576,21 @@ def test_unary_of_integers_gives_default_float(name: str) -> None:
     assert ours.dtype == np.float32 and theirs.dtype == torch.float32
     np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-6)
     assert getattr(cr.tensor([True, False]), name)().dtype == np.float32
+
+
+@pytest.mark.parametrize("n", [10, 70_000])  # a float mask below 65536 elements, a bool one above
+def test_relu_large_and_small_masks_match_torch(n: int) -> None:
+    a = np.random.default_rng(n).standard_normal(n)
+    a[:3] = [0.0, -0.0, np.nan]  # the gradient at 0 and NaN is 0, as PyTorch's
+    x, t = cr.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    y, r = cr.ops.relu(x), torch.relu(t)
+    np.testing.assert_array_equal(y.data, r.detach().numpy())
+    w = np.random.default_rng(1).standard_normal(n)
+    (gx,) = cr.grad(y, x, cr.tensor(w), create_graph=True)
+    (gt,) = torch.autograd.grad(r, t, torch.tensor(w), create_graph=True)
+    np.testing.assert_array_equal(gx.data, gt.detach().numpy())
+    assert gx.dtype == cr.float64
+    x.grad = None
+    (y * y).sum().backward()
+    (r * r).sum().backward()
+    np.testing.assert_allclose(x.grad.data, t.grad.numpy(), rtol=1e-15, equal_nan=True)

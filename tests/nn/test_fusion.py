@@ -116,3 +116,17 @@ def test_explain_shows_linear_and_relu_apart() -> None:
     tr = trace(model, np.ones((2, 6)), np.zeros((2, 3)), lambda o, t: ((o - t) ** 2).mean(), gradcheck=False)
     ops = [n.op for n in tr.nodes]
     assert "linear_relu" not in ops and ops.count("relu") == 2 and ops.count("linear") == 3
+
+
+def test_gradient_at_nan_and_zero_inputs_is_pytorchs() -> None:
+    """relu's gradient passes where not z <= 0, NaN included (PyTorch's threshold_backward), fused or not."""
+    x = np.array([[np.nan, 1.0], [0.0, -1.0], [2.0, 0.5]])
+    w, b = np.array([[1.0, 0.0], [0.5, 1.0]]), np.array([0.0, -0.5])
+    ref_w, ref_b = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+    torch.relu(torch.nn.functional.linear(torch.tensor(x), ref_w, ref_b)).sum().backward()
+    for fused in (True, False):
+        cw, cb = cr.tensor(w, requires_grad=True), cr.tensor(b, requires_grad=True)
+        z = cr.ops.linear_relu(cr.tensor(x), cw, cb) if fused else cr.ops.linear(cr.tensor(x), cw, cb).relu()
+        z.sum().backward()
+        np.testing.assert_array_equal(cb.grad.data, ref_b.grad.numpy())
+        np.testing.assert_array_equal(cw.grad.data, ref_w.grad.numpy())

