@@ -84,6 +84,29 @@ def test_max_pool_ties_go_to_first_maximum_and_indices() -> None:
     np.testing.assert_array_equal(ic.data, it.numpy())
 
 
+@pytest.mark.parametrize("cfg", POOL_CONFIGS, ids=str)
+def test_max_pool_windows_with_nan_send_the_gradient_to_their_last_nan(cfg: dict) -> None:
+    """PyTorch takes a value that exceeds the one held or is NaN: a window holding NaN gives NaN and its gradient
+    goes to its last NaN (chainrule sent it to the first maximum of the other values, or dropped it)."""
+    rng = np.random.default_rng(1)
+    for nd, shape in ((2, (2, 2, 7, 8)), (1, (2, 2, 9))):
+        x = rng.integers(-2, 3, shape).astype(np.float64)  # ties, too
+        x.reshape(-1)[rng.permutation(x.size)[: x.size // 6]] = np.nan
+        c = cfg if nd == 2 else _one_d(cfg)
+        ours, ref = (MaxPool2d, torch.nn.MaxPool2d) if nd == 2 else (MaxPool1d, torch.nn.MaxPool1d)
+        for dtype in (np.float32, np.float64):
+            xc, xt = cr.tensor(x.astype(dtype), requires_grad=True), torch.tensor(x.astype(dtype), requires_grad=True)
+            oc, ot = ours(**c)(xc), ref(**c)(xt)
+            np.testing.assert_array_equal(oc.data, ot.detach().numpy())
+            g = np.arange(1, oc.data.size + 1, dtype=dtype).reshape(oc.shape)  # integers: sums exact in any order
+            oc.backward(cr.tensor(g))
+            ot.backward(torch.tensor(g))
+            np.testing.assert_array_equal(xc.grad.data, xt.grad.numpy())
+        _, ic = ours(**c, return_indices=True)(cr.tensor(x))
+        _, it = ref(**c, return_indices=True)(torch.tensor(x))
+        np.testing.assert_array_equal(ic.data, it.numpy())
+
+
 def test_pooling_gradcheck_and_double_backward() -> None:
     rng = np.random.default_rng(3)
     x = cr.tensor(rng.standard_normal((1, 2, 5, 6)), requires_grad=True)

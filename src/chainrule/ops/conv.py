@@ -562,8 +562,14 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
     masks: list[np.ndarray] = []
 
     def selection() -> list[np.ndarray]:
-        """One boolean mask per kernel offset marking where it holds its window's first maximum (as PyTorch)."""
-        if not masks and hi is not None:
+        """One boolean mask per kernel offset marking where it holds its window's first maximum, or its last NaN
+        in a window holding NaN (PyTorch's rule: a value is taken if it exceeds the one held or is NaN)."""
+        if masks:
+            return masks
+        # a NaN anywhere makes the maximum NaN: checked once on the (smaller) pooled map, then the slow exact path
+        with np.errstate(invalid="ignore"):
+            has_nan = best.dtype.kind in "fc" and bool(np.isnan(np.maximum.reduce(best, axis=None)))
+        if hi is not None and not has_nan:
             b1, b3 = pair_wins  # type: ignore[misc]
             f1, f3, fhi = _flat(b1), _flat(b3), _flat(hi)
             if np.may_share_memory(f1, b1) and np.may_share_memory(f3, b3) and np.may_share_memory(fhi, hi):
@@ -590,6 +596,12 @@ def _max_pool(op: str, x: Tensor, geo: _Geometry, return_indices: bool) -> Any:
                 elif i < len(views) - 1:
                     np.logical_or(taken, flat, out=taken)
                 masks.append(sel)
+            if has_nan:
+                in_nan_window, taken_nan = np.isnan(best), np.zeros(best.shape, bool)
+                for v, sel in zip(reversed(views), reversed(masks)):  # the last NaN of each NaN window
+                    nan_here = np.isnan(v) & in_nan_window & ~taken_nan
+                    taken_nan |= nan_here
+                    sel |= nan_here
         return masks
 
     def scatter(g: np.ndarray) -> np.ndarray:  # adjoint: each output's gradient goes to its argmax
