@@ -130,3 +130,89 @@ def test_gradient_at_nan_and_zero_inputs_is_pytorchs() -> None:
         z.sum().backward()
         np.testing.assert_array_equal(cb.grad.data, ref_b.grad.numpy())
         np.testing.assert_array_equal(cw.grad.data, ref_w.grad.numpy())
+
+
+def _relu_pool_input(shape: tuple, dtype, seed: int) -> np.ndarray:
+    """Random values with the cases where order could matter: windows all negative or all zero, tied maxima,
+    NaN, ±inf, -0.0."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, shape).astype(dtype)  # few distinct values: many tied maxima
+    flat = x.reshape(-1)
+    idx = rng.permutation(flat.size)
+    flat[idx[:3]], flat[idx[3:6]], flat[idx[6:9]], flat[idx[9:12]] = np.nan, -np.inf, np.inf, -0.0
+    x[..., :2] = -1.0  # whole windows at or below 0
+    x[..., 2:4] = 0.0
+    return x
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the test's own sum of +inf and -inf terms
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "pool, shape",
+    [
+        (lambda: nn.MaxPool2d(2), (2, 3, 8, 9)),
+        (lambda: nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), (2, 3, 9, 8)),
+        (lambda: nn.MaxPool2d((2, 3), dilation=2), (3, 10, 11)),  # unbatched
+        (lambda: nn.MaxPool1d(2), (2, 3, 13)),
+        (lambda: nn.MaxPool1d(3, stride=1, padding=1), (3, 7)),
+    ],
+)
+def test_relu_then_max_pool_runs_pooled_first_bit_for_bit(pool, shape, dtype) -> None:
+    """ReLU followed by a max pool is run as pool then relu: the same values and gradients, bit for bit (NaN where
+    PyTorch has NaN), including tied windows, windows at or below zero, NaN and infinities; and PyTorch's."""
+    model = nn.Sequential(nn.ReLU(), pool())
+    x = _relu_pool_input(shape, dtype, seed=len(shape))
+    g = np.random.default_rng(5).standard_normal(model(cr.from_numpy(x)).shape).astype(dtype)
+    got = []
+    for fuse in (True, False):
+        xt = cr.tensor(x, requires_grad=True)
+        with nn.fusion(fuse):
+            out = model(xt)
+        last, before = out, out._prev[0]
+        while last._op in ("reshape", "squeeze"):  # unbatched and 1-d pooling reshape around the pool
+            last, before = before, before._prev[0]
+        while before._op in ("reshape", "unsqueeze"):
+            before = before._prev[0]
+        ops = (last._op.rstrip("12d"), before._op.rstrip("12d"))
+        assert ops == (("relu", "max_pool") if fuse else ("max_pool", "relu")), ops
+        (out * cr.from_numpy(g)).sum().backward()
+        got.append((out.data, xt.grad.data))
+    np.testing.assert_array_equal(got[0][0], got[1][0])
+    np.testing.assert_array_equal(got[0][1], got[1][1])
+    tp = pool()
+    ref_pool = (torch.nn.MaxPool2d if isinstance(tp, nn.MaxPool2d) else torch.nn.MaxPool1d)(
+        tp.kernel_size, tp.stride, tp.padding, tp.dilation, ceil_mode=tp.ceil_mode
+    )
+    xr = torch.tensor(x, requires_grad=True)
+    tout = ref_pool(torch.relu(xr))
+    (tout * torch.from_numpy(g)).sum().backward()
+    np.testing.assert_array_equal(got[0][0], tout.detach().numpy())
+    # overlapping windows add several gradients into one input: PyTorch adds them in another order
+    np.testing.assert_allclose(got[0][1], xr.grad.numpy(), rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
+def test_relu_before_max_pool_runs_as_written_where_it_could_show() -> None:
+    """Not reordered: return_indices (the indices of the relu'd map differ where a window is <= 0), hooks on either
+    module, a subclass, fusion off; the graph then shows relu before the pool."""
+    x = cr.tensor(np.random.default_rng(0).standard_normal((1, 2, 4, 4)), requires_grad=True)
+
+    def first_op(model: nn.Module) -> str:
+        out = model(x)
+        out = out[0] if isinstance(out, tuple) else out
+        return out._prev[0]._op  # the pool's input: relu when run as written
+
+    assert first_op(nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))) != "relu"
+    assert first_op(nn.Sequential(nn.ReLU(), nn.MaxPool2d(2, return_indices=True))) == "relu"
+    hooked = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    hooked[1].register_forward_pre_hook(lambda m, args: None)
+    assert first_op(hooked) == "relu"
+    hooked = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    hooked[0].register_forward_hook(lambda m, args, out: None)
+    assert first_op(hooked) == "relu"
+
+    class MyPool(nn.MaxPool2d):
+        pass
+
+    assert first_op(nn.Sequential(nn.ReLU(), MyPool(2))) == "relu"
+    with nn.fusion(False):
+        assert first_op(nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))) == "relu"
