@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+import torch
 
+import chainrule as cr
 from chainrule import _blas
 
 
@@ -56,3 +58,18 @@ def test_axpy_on_overlapping_arrays_equals_numpy() -> None:
     want[5:] += 2.0 * want[:-5].copy()
     _blas.axpy(2.0, base[:-5], base[5:])
     np.testing.assert_array_equal(base, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axpy_with_alpha_zero_still_adds_zero_times_x(dtype: type) -> None:
+    """0·inf and 0·NaN are NaN, as in NumPy and in torch.optim.SGD with lr=0 (BLAS's axpy skips alpha = 0)."""
+    x = np.full(_blas.AXPY_MIN, np.inf, dtype)
+    x[1] = np.nan
+    y = np.ones(_blas.AXPY_MIN, dtype)
+    p, t = cr.nn.Parameter(y.copy()), torch.nn.Parameter(torch.tensor(y))
+    p.grad, t.grad = cr.tensor(x), torch.tensor(x)
+    with np.errstate(invalid="ignore"):
+        _blas.axpy(0.0, x, y)
+        cr.optim.SGD([p], lr=0.0).step()
+    torch.optim.SGD([t], lr=0.0).step()
+    assert np.isnan(y).all() and np.isnan(p.data).all() and torch.isnan(t).all()

@@ -327,6 +327,25 @@ def test_division_by_zero_falls_back_to_the_eager_step():
     assert traces == [2]  # the first call and the division by zero
 
 
+def test_relu_passes_no_inf_gradient_where_its_input_is_negative():
+    """exp overflows to inf; relu's gradient where w·x <= 0 is still 0 (PyTorch's threshold_backward), not 0·inf."""
+
+    def loss(w, v):
+        return lambda x: (w * x).relu() * (v * x).exp()
+
+    ps, opt, loss_fn = make(values=(-0.5, 1.0), loss=loss)
+    qs, eopt, eloss_fn = make(values=(-0.5, 1.0), loss=loss)
+    ts, topt, tloss_fn = make(torch, values=(-0.5, 1.0), loss=loss)
+    step = cr.capture(loss_fn, opt)
+    traces = count_traces(step)
+    for _ in range(2):
+        with np.errstate(over="ignore", invalid="ignore"):
+            step(800.0), eager_step(eloss_fn, eopt, 800.0)
+        torch_step(tloss_fn, topt, 800.0)
+        assert bits(ps)[0] == bits(qs)[0] == ts[0].item() == -0.5
+    assert traces == [1]
+
+
 def test_constants_are_baked_in_and_detached_parameters_read_each_call():
     def loss(w1, w2):
         scale = cr.tensor(3.0, dtype=cr.float64)

@@ -581,7 +581,7 @@ def test_unary_of_integers_gives_default_float(name: str) -> None:
 @pytest.mark.parametrize("n", [10, 70_000])  # a float mask below 65536 elements, a bool one above
 def test_relu_large_and_small_masks_match_torch(n: int) -> None:
     a = np.random.default_rng(n).standard_normal(n)
-    a[:3] = [0.0, -0.0, np.nan]  # the gradient at 0 and NaN is 0, as PyTorch's
+    a[:3] = [0.0, -0.0, np.nan]  # the gradient is 0 at ±0 and passes at NaN, as PyTorch's
     x, t = cr.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
     y, r = cr.ops.relu(x), torch.relu(t)
     np.testing.assert_array_equal(y.data, r.detach().numpy())
@@ -594,3 +594,46 @@ def test_relu_large_and_small_masks_match_torch(n: int) -> None:
     (y * y).sum().backward()
     (r * r).sum().backward()
     np.testing.assert_allclose(x.grad.data, t.grad.numpy(), rtol=1e-15, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [12, 70_000])
+@pytest.mark.parametrize("op", ["relu", "linear_relu", "sequential"])
+def test_relu_gradient_is_zero_where_x_le_0_even_for_an_inf_or_nan_gradient(op: str, n: int, dtype: type) -> None:
+    """sqrt(relu(x)) sends inf (and 0·inf NaN) to relu where x <= 0; PyTorch's threshold_backward gives 0 there."""
+    a = np.random.default_rng(n).standard_normal(n).astype(dtype)
+    a[:4] = [-1.0, 0.0, np.nan, 2.0]
+    v = np.random.default_rng(1).standard_normal(n).astype(dtype)
+    v[4:8] = [np.inf, -np.inf, np.nan, 1.0]  # upstream gradients of the second term
+
+    def f(m, x):
+        if op == "relu":
+            y = m.relu(x)
+        else:
+            w = m.ones((1, 1), dtype=x.dtype)
+            if op == "linear_relu":
+                y = (
+                    m.relu(torch.nn.functional.linear(x[:, None], w))
+                    if m is torch
+                    else cr.ops.linear_relu(x[:, None], w)
+                )
+            else:
+                lin = (torch.nn if m is torch else cr.nn).Linear(1, 1, bias=False).to(x.dtype)
+                lin.weight.data[...] = 1.0
+                y = (torch.nn if m is torch else cr.nn).Sequential(lin, (torch.nn if m is torch else cr.nn).ReLU())(
+                    x[:, None]
+                )
+            y = y[:, 0]
+        return y.sqrt().sum() + (y * m.tensor(v)).sum()
+
+    x, t = cr.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    with np.errstate(all="ignore"):
+        f(cr, x).backward()
+        (gx,) = cr.grad(f(cr, x), x, create_graph=True)
+    f(torch, t).backward()
+    (gt,) = torch.autograd.grad(f(torch, t), t, create_graph=True)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for ours, theirs in ((x.grad.data, t.grad.numpy()), (gx.data, gt.detach().numpy())):
+        np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)
+        np.testing.assert_array_equal(ours == 0, theirs == 0)  # zeros and NaNs exactly where PyTorch has them
+    assert x.grad.data[0] == 0.0 and x.grad.data[1] == 0.0 and x.grad.data.dtype == dtype

@@ -103,6 +103,7 @@ def axpy(alpha: float, x: np.ndarray, y: np.ndarray) -> None:
     fn = _AXPY.get(y.dtype) if y.size >= AXPY_MIN else None
     if (
         fn is None
+        or alpha == 0  # OpenBLAS returns at once: y would keep y + 0·x's NaN where x is inf or NaN
         or x.dtype != y.dtype
         or x.shape != y.shape
         or not (x.flags.c_contiguous and y.flags.c_contiguous)

@@ -57,7 +57,7 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "abs":       ("abs({a})",                                              ("{g} * float(_sign({a}))",)),
     "sigmoid":   ("1.0 / (1.0 + float(_exp(-{a}))) if {a} > -700.0 else _sigmoid_low({a})", ("{g} * {y} * (1.0 - {y})",)),  # noqa: E501
     "sigmoid n-d": ("1.0 / (1.0 + float(_exp(-{a}))) if {a} >= 0.0 else _sigmoid_low({a})", ("{g} * {y} * (1.0 - {y})",)),  # noqa: E501
-    "relu":      ("{a} if {a} > 0.0 or {a} != {a} else 0.0",               ("{g} * (0.0 if {a} <= 0.0 else 1.0)",)),
+    "relu":      ("{a} if {a} > 0.0 or {a} != {a} else 0.0",               ("({g} if not {a} <= 0.0 else {g} * 0.0 if {g} - {g} == 0.0 else 0.0)",)),  # noqa: E501
     "sum":       ("{a}",                                                   ("{g}",)),
     "mean":      ("{a}",                                                   ("{g}",)),
     "reshape":   ("{a}",                                                   ("{g}",)),

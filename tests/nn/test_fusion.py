@@ -216,3 +216,28 @@ def test_relu_before_max_pool_runs_as_written_where_it_could_show() -> None:
     assert first_op(nn.Sequential(nn.ReLU(), MyPool(2))) == "relu"
     with nn.fusion(False):
         assert first_op(nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))) == "relu"
+
+
+def test_a_replaced_forward_is_not_fused(monkeypatch) -> None:
+    """A forward set on the instance or the class runs, as calling the module would."""
+    model, x = _mlp(), cr.ones(2, 6)
+    model[0].forward = lambda inp: cr.ops.linear(inp, model[0].weight, model[0].bias) * 0.0
+    model[3].forward = lambda inp: inp - 1.0
+    assert _ops(model(x)) == ["linear", "linear", "linear", "mul", "relu", "sub"]
+    np.testing.assert_array_equal(model[:2](x).data, np.zeros((2, 8), np.float32))
+    monkeypatch.setattr(nn.ReLU, "forward", lambda self, inp: inp)
+    assert _ops(_mlp()(x)) == ["linear", "linear", "linear"]
+
+
+def test_a_weight_that_is_not_a_parameter() -> None:
+    """A Linear whose weight was replaced by a plain tensor attribute (as weight-norm style code does)."""
+    model = _mlp()
+    w = model[0].weight
+    del model[0].weight
+    model[0].weight = w.detach() * 2.0
+    x = np.random.default_rng(4).standard_normal((3, 6)).astype(np.float32)
+    out_f, grads_f = _step(model, x, True)
+    out_u, grads_u = _step(model, x, False)
+    np.testing.assert_array_equal(out_f, out_u)
+    for a, b in zip(grads_f, grads_u):
+        np.testing.assert_array_equal(a, b)

@@ -22,10 +22,11 @@ class fusion:
     """Context manager: `with nn.fusion(False):` runs every Linear and ReLU of a Sequential as its own module.
 
     By default a Sequential runs a Linear directly followed by a ReLU (both exactly those classes, without
-    hooks) as one `linear_relu` node: the same values and gradients with one node and two array passes fewer.
-    A ReLU directly followed by a MaxPool1d/2d (without return_indices) runs after the pooling: max and relu
-    commute (relu is non-decreasing), so values and gradients are the same, and relu's forward and backward
-    passes run on the pooled map (a quarter of the elements for a 2×2 pool).
+    hooks or a replaced `forward`) as one `linear_relu` node: the same values and gradients with one node and two
+    array passes fewer; only the graph differs (one `linear_relu` node, as `grad_fn` and anomaly messages name it).
+    A ReLU directly followed by a MaxPool1d/2d (the same conditions, without return_indices) runs after the
+    pooling: max and relu commute (relu is non-decreasing), so values and gradients are the same, and relu's
+    passes run on the pooled map (a quarter of the elements for a 2×2 pool); only the graph's order differs.
     `chainrule.explain` turns it off so that its graph shows the ops the model is made of, in its order.
     """
 
@@ -37,6 +38,16 @@ class fusion:
 
     def __exit__(self, *exc: Any) -> None:
         _FUSE[0] = self.prev
+
+
+def _plain(m: Module, cls: type) -> bool:
+    """m is exactly a `cls` whose call runs `cls.forward` as written (no hooks, no forward set on the instance
+    or the class), so that running that forward's op directly is what calling m does."""
+    d = m.__dict__
+    return type(m) is cls and "_hooks" not in d and "forward" not in d and cls.forward is _FORWARD[cls]
+
+
+_FORWARD = {cls: cls.forward for cls in (Linear, ReLU, *_MAX_POOLS)}
 
 
 class Sequential(Module):
@@ -59,21 +70,16 @@ class Sequential(Module):
         held = None  # a Linear, or a ReLU, whose output goes to the next module
         for m in self._modules.values():
             if held is not None:
-                if type(held) is Linear and type(m) is ReLU and not m.__dict__.get("_hooks"):
+                if type(held) is Linear and _plain(m, ReLU):
                     ps = held._parameters  # read directly, as Linear.forward does
-                    w, b = (ps["weight"], ps["bias"]) if "bias" in ps else (held.weight, held.bias)
+                    w, b = (ps["weight"], ps["bias"]) if "weight" in ps and "bias" in ps else (held.weight, held.bias)
                     x, held = linear_relu(x, w, b), None
                     continue
-                if (
-                    type(held) is ReLU
-                    and type(m) in _MAX_POOLS
-                    and not m.return_indices
-                    and not m.__dict__.get("_hooks")
-                ):
+                if type(held) is ReLU and type(m) in _MAX_POOLS and _plain(m, type(m)) and not m.return_indices:
                     x, held = relu(m(x)), None  # max and relu commute: relu on the 4x smaller pooled map
                     continue
                 x, held = held(x), None
-            if type(m) in _HELD and not m.__dict__.get("_hooks"):
+            if type(m) in _HELD and _plain(m, type(m)):
                 held = m
             else:
                 x = m(x)

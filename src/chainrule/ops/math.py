@@ -243,7 +243,18 @@ def _linear_relu_fwd(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) 
 
 def _linear_relu_bwd(ctx: tuple, g: np.ndarray, needs: tuple) -> tuple:
     x, w, b, mask = ctx
-    return _linear_np_grads(x, w, b, np.multiply(g, mask, dtype=g.dtype), needs)
+    return _linear_np_grads(x, w, b, _relu_grad(g, mask, g.dtype), needs)
+
+
+def _relu_grad(g: Any, mask: np.ndarray, dtype: Any = None) -> Any:
+    """g where the mask is set, else 0, as PyTorch's threshold_backward: g · mask (one fast pass) unless that made
+    a NaN, as 0 · g does where g is inf or NaN (sqrt(relu(x)) sends inf where x <= 0); then np.where."""
+    out = np.multiply(g, mask, dtype=dtype)
+    if type(out) is not np.ndarray:  # a 0-d g and mask: a NumPy scalar
+        return out if out == out else np.where(mask, out, np.zeros((), out.dtype))[()]
+    flat = np.ravel(out, "K")
+    s = np.dot(flat, flat)  # Σ r² is NaN only where some r is: one BLAS pass, no array made
+    return out if s == s else np.where(mask, out, np.zeros((), out.dtype))
 
 
 _RELU_BOOL_MASK = 65_536  # elements (measured: 692k float32, forward 547 -> 367 µs, backward unchanged)
@@ -261,7 +272,7 @@ def _relu_fwd(d: np.ndarray) -> tuple:
 
 
 def _relu_bwd(mask: np.ndarray, g: Any, needs: tuple = (True,)) -> tuple:
-    return (g * mask,)
+    return (_relu_grad(g, mask),)
 
 
 def _tanh_fwd(d: np.ndarray) -> tuple:
@@ -344,7 +355,7 @@ def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor
     def backward(g: Tensor) -> tuple:
         if not _GradMode.enabled:  # (under detect_anomaly) the NumPy rule, wrapped
             return tuple(None if a is None else Tensor(a) for a in np_backward(g.data))
-        return _linear_grads(x, weight, bias, g * Tensor(mask.astype(out.dtype)))
+        return _linear_grads(x, weight, bias, where(mask, g, 0.0))
 
     parents = (x, weight) if bias is None else (x, weight, bias)
     return record("linear_relu", out, parents, backward, saved=(x, weight), np_backward=np_backward)
@@ -452,14 +463,14 @@ def relu(a: Tensor) -> Tensor:
     out, mask = _relu_fwd(d)
 
     def np_backward(g: Any) -> tuple:
-        return (g * mask,)
+        return (_relu_grad(g, mask),)
 
     np_backward.replay = (_relu_fwd, _relu_bwd, ())
     return record(
         "relu",
         out,
         (a,),
-        lambda g: (g * mask,) if _GradMode.enabled else (Tensor(g.data * mask),),
+        lambda g: (where(mask, g, 0.0),) if _GradMode.enabled else (Tensor(_relu_grad(g.data, mask)),),
         saved=(),
         np_backward=np_backward,
     )
