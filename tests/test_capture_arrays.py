@@ -342,3 +342,27 @@ def test_random_mlps_and_batches_match_eager_bit_for_bit(widths, acts, batches, 
         assert step(xb, yb) == eager_step(m2, o2, xb, yb)
         start = (start + b) % (len(y) - 9) if len(y) > 9 else 0
     assert_same(m1, m2, o1, o2)
+
+
+def test_ignore_index_that_is_a_class_runs_the_eager_step_for_batches_that_hold_it():
+    """With ignore_index in [0, C) eager takes the fused rule only for batches without that class (a batch with
+    it ignores those rows): the replay must not compute the fused loss over them."""
+    (m1, o1), (m2, o2) = pair(np.float32, OPTIMIZERS["adam"])
+    x, y = data()
+    y = np.where(y == 0, 1, y)
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb, ignore_index=0), o1)
+    traces = count_traces(step)
+
+    def eager(xb, yb):
+        o2.zero_grad()
+        loss = F.cross_entropy(m2(cr.from_numpy(xb)), cr.from_numpy(yb), ignore_index=0)
+        loss.backward()
+        o2.step()
+        return float(loss)
+
+    held = y[:8].copy()
+    held[2] = 0
+    for yb in (y[:8], y[1:9], held, y[:8]):
+        assert step(x[:8], yb) == eager(x[:8], yb)
+        assert_same(m1, m2, o1, o2)
+    assert traces[0] == 2  # the trace, and the batch holding the ignored class (eagerly, not captured)

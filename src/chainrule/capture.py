@@ -678,10 +678,12 @@ def _option_lines(gi: int, mode: tuple[str, bool, bool, bool, bool]) -> list[str
 ARRAY_OPS = ("linear", "linear_relu", "relu", "tanh", "sigmoid", "cross_entropy")
 
 
-def _checked_cross_entropy(x: np.ndarray, t: np.ndarray, reduction: str) -> tuple:
+def _checked_cross_entropy(x: np.ndarray, t: np.ndarray, reduction: str, ignore_index: int) -> tuple:
     """`_cross_entropy_fwd` for targets that are an input: eager cross_entropy takes the fused rule only for class
-    indices in [0, C) (it ignores or refuses the others), so other values run the eager step."""
-    if t.size and np.maximum.reduce(t.view(np.uint64)) >= x.shape[1]:
+    indices in [0, C), none equal to its ignore_index (it ignores or refuses the others), so other values run the
+    eager step."""
+    c = x.shape[1]
+    if t.size and (np.maximum.reduce(t.view(np.uint64)) >= c or (0 <= ignore_index < c and (t == ignore_index).any())):
         raise _Eager
     return _F._cross_entropy_fwd(x, t, reduction)
 
@@ -769,6 +771,9 @@ class _ArrayPlan:
                 else:
                     args.append(len(values))
                     values.append(a)
+            if fwd is _checked_cross_entropy:
+                args.append(len(values))
+                values.append(t._np_backward.ignore_index)
             args_per_node.append((fwd, args))
         first = len(values)
         for k, t in enumerate(nodes):
