@@ -417,6 +417,19 @@ def test_refuses_unsupported_ops_and_tensor_exponents():
         cr.capture(lambda x: ps[0] ** (ps[1] * x), opt)(1.0)
 
 
+def retained(w):
+    h = w * 2.0
+    h.retain_grad()  # a replay makes no h, so it can't give it a .grad: refused, as in array graphs
+    return h * h
+
+
+def test_refuses_retain_grad_before_any_update():
+    ps, opt, _ = make()
+    with pytest.raises(ConfigError, match=r"result of mul retains its gradient"):
+        cr.capture(lambda x: retained(ps[0]) * x, opt)(1.0)
+    assert bits(ps) == [0.5, 0.3]
+
+
 def test_other_optimizers_and_parameters_take_the_array_path():
     """Not SGD over one-element float64 parameters: the array tape, which refuses the scalar ops it lacks."""
     w = cr.tensor(0.5, dtype=cr.float64, requires_grad=True)

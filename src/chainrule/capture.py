@@ -188,6 +188,12 @@ def _nested(expr: str, ndim: int) -> str:
     return "[" * ndim + expr + "]" * ndim
 
 
+def _refuse_retained(t: Tensor) -> None:
+    """A replay makes no intermediate tensors, so it can't set the `.grad` that retain_grad() asks for."""
+    if t._retains_grad:
+        raise ConfigError(f"capture: the result of {t._op} retains its gradient (retain_grad), not captured")
+
+
 def _rule_key(t: Tensor) -> str:
     op = t._op
     if op == "pow":
@@ -411,6 +417,7 @@ class _Plan:
                     f"capture: the result of {t._op} has {_describe(t)}; only one-element float64 tensors can be "
                     "captured"
                 )
+            _refuse_retained(t)
             self.name[id(t)] = f"t{k}"
         for t in leaves:
             if type(t) is _Detached:
@@ -752,8 +759,7 @@ class _ArrayPlan:
                     f"capture: the op {t._op!r} is not supported in array graphs (supported: {', '.join(ARRAY_OPS)}"
                     "; random or stateful layers such as Dropout and BatchNorm can't be captured)"
                 )
-            if t._retains_grad:
-                raise ConfigError(f"capture: the result of {t._op} retains its gradient (retain_grad), not captured")
+            _refuse_retained(t)
             rules.append(rule)
         args_per_node = []  # (forward rule, slots of its extra arguments), for each result
         for t, (fwd, _, extra) in zip(nodes, rules):
