@@ -366,3 +366,29 @@ def test_ignore_index_that_is_a_class_runs_the_eager_step_for_batches_that_hold_
         assert step(x[:8], yb) == eager(x[:8], yb)
         assert_same(m1, m2, o1, o2)
     assert traces[0] == 2  # the trace, and the batch holding the ignored class (eagerly, not captured)
+
+
+def test_errors_leave_parameters_gradients_and_optimizer_state_as_they_were():
+    (m1, o1), _ = pair(np.float32, OPTIMIZERS["adam"])
+    x, y = data()
+    scale = {"on": False}
+    other = cr.ones(N_OUT, requires_grad=True)  # not a parameter of the optimizer: refused when used
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb) * other if scale["on"] else m1(xb), yb), o1)
+    step(x[:8], y[:8])
+    step(x[:8], y[:8])
+    grads = [p.grad for p in m1.parameters()]
+    values = [p.data.copy() for p in m1.parameters()]
+    state = {k: {n: np.copy(v) for n, v in s.items()} for k, s in o1.state_dict()["state"].items()}
+    bad = y[:8].copy()
+    bad[0] = N_OUT
+    with pytest.raises(DataError, match="out of range"):  # a replayed signature: the eager step raises
+        step(x[:8], bad)
+    scale["on"] = True
+    with pytest.raises(ConfigError, match="not a parameter of the optimizer"):  # a new signature: the trace refuses
+        step(x[:7], y[:7])
+    assert all(p.grad is g for p, g in zip(m1.parameters(), grads))
+    for p, v in zip(m1.parameters(), values):
+        assert_array_equal(p.data, v)
+    for k, s in o1.state_dict()["state"].items():
+        for n, v in s.items():
+            assert_array_equal(v, state[k][n])

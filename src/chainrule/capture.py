@@ -225,7 +225,8 @@ class CapturedStep:
         return float(loss)
 
     and leaves the parameters' `.data` (updated in place, version bumped), `.grad` and the optimizer's state
-    (SGD's "momentum_buffer") exactly as those eager calls would, so eager steps can follow captured ones.
+    (SGD's "momentum_buffer") exactly as those eager calls would, so eager steps can follow captured ones. A step
+    that raises leaves them as they were (zero_grad runs after loss_fn: the same unless loss_fn reads `.grad`).
 
     The first call runs eagerly and records the graph; later calls run `source`, one generated function. The
     trace fixes everything but the inputs, the parameters' values and the optimizer's options (lr, momentum...,
@@ -278,11 +279,11 @@ class CapturedStep:
         params = _check_optimizer(opt)
         capture = _GradMode.enabled and _ANOMALY[0] is None
         values = [_as_input(v, i) for i, v in enumerate(inputs)]
-        opt.zero_grad()
         # inputs require grad while tracing, so that ops on inputs alone are recorded too (not baked in)
         xs = [Tensor(np.array(v, dtype=float64), requires_grad=capture) for v in values]
         loss = _check_loss(self.loss_fn(*xs))
         plan = _Plan(loss, xs, params, opt) if capture else None  # may refuse: before anything is updated
+        opt.zero_grad()  # only now: a refusal (or an error in loss_fn) leaves the gradients as they were too
         loss.backward()
         opt.step()
         if plan is not None:
@@ -300,11 +301,11 @@ class CapturedStep:
         arrays = [_input_array(v, i) for i, v in enumerate(inputs)]
         capture = capture and _GradMode.enabled and _ANOMALY[0] is None
         params = [p for g in opt.param_groups for p in g["params"]]
-        opt.zero_grad()
         # float inputs require grad while tracing, so that ops on inputs are recorded too (not baked in)
         xs = [Tensor(a, requires_grad=capture and a.dtype.kind == "f") for a in arrays]
         loss = _check_loss(self.loss_fn(*xs))
         plan = _ArrayPlan(loss, xs, params, opt) if capture else None  # may refuse: before anything is updated
+        opt.zero_grad()  # only now: a refusal (or an error in loss_fn) leaves the gradients as they were too
         loss.backward()
         opt.step()
         if plan is not None:
