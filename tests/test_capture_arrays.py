@@ -392,3 +392,12 @@ def test_errors_leave_parameters_gradients_and_optimizer_state_as_they_were():
     for k, s in o1.state_dict()["state"].items():
         for n, v in s.items():
             assert_array_equal(v, state[k][n])
+
+
+def test_class_indices_of_another_integer_dtype_are_refused_with_their_dtype():
+    """cross_entropy converts int32 targets to a new int64 array, which the tape can't tie to the input."""
+    (m1, o1), _ = pair(np.float32, OPTIMIZERS["adam"])
+    x, y = data()
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb), o1)
+    with pytest.raises(ConfigError, match=r"dtype int64 that is not one of the step's inputs.*input 1 is int32"):
+        step(x[:8], y[:8].astype(np.int32))

@@ -769,9 +769,11 @@ class _ArrayPlan:
                 if isinstance(a, np.ndarray):
                     i = next((i for i, x in enumerate(xs) if x.data is a), None)
                     if i is None:
+                        cast = [f"input {i} is {x.data.dtype}" for i, x in enumerate(xs) if x.data.shape == a.shape]
                         raise ConfigError(
-                            f"capture: {t._op} reads an array of shape {a.shape} that is not one of the step's "
-                            "inputs (e.g. a target computed inside loss_fn); pass it to the step as an input"
+                            f"capture: {t._op} reads an array of shape {a.shape} and dtype {a.dtype} that is not one "
+                            "of the step's inputs (e.g. a target computed inside loss_fn, or converted: "
+                            f"{', '.join(cast) or 'no input has its shape'}); pass it to the step as an input"
                         )
                     args.append(i)
                     fwd = _CHECKED.get(fwd, fwd)
