@@ -473,3 +473,46 @@ def test_docs_example_output_is_the_real_output(capsys):
     example, printed, source = blocks[0], blocks[1], blocks[2]
     exec(compile(example, "capture.md", "exec"), {})
     assert capsys.readouterr().out == printed + source + "\n"  # print adds a newline
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(momentum=0.5),
+        dict(dampening=0.1),
+        dict(nesterov=True),
+        dict(weight_decay=0.1),
+        dict(maximize=True),
+        dict(momentum=0.0),
+        dict(lr=np.float32(0.02)),
+        dict(lr=cr.tensor(0.03)),
+    ],
+    ids=repr,
+)
+def test_option_changes_between_steps_match_eager(change):
+    ps, opt, loss_fn = make(momentum=0.9)
+    qs, eopt, eloss_fn = make(momentum=0.9)
+    step = cr.capture(loss_fn, opt)
+    for i in range(5):
+        if i == 2:
+            for o in (opt, eopt):
+                o.param_groups[0].update(change)
+        assert step(2.0, 0.5) == eager_step(eloss_fn, eopt, 2.0, 0.5)
+        assert_same_state(ps, opt, qs, eopt)
+
+
+def test_momentum_buffers_replaced_or_dropped_and_weights_edited_in_place():
+    ps, opt, loss_fn = make(momentum=0.9)
+    qs, eopt, eloss_fn = make(momentum=0.9)
+    step = cr.capture(loss_fn, opt)
+    for i in range(6):
+        if i == 2:  # a new buffer array
+            opt.state[ps[0]]["momentum_buffer"], eopt.state[qs[0]]["momentum_buffer"] = np.array(0.25), np.array(0.25)
+        if i == 3:  # no state: the next step starts the buffer again
+            del opt.state[ps[1]], eopt.state[qs[1]]
+        if i == 4:
+            with cr.no_grad():
+                ps[0].mul_(1.5)
+                qs[0].mul_(1.5)
+        assert step(2.0, 0.5) == eager_step(eloss_fn, eopt, 2.0, 0.5)
+        assert_same_state(ps, opt, qs, eopt)

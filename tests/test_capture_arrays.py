@@ -401,3 +401,58 @@ def test_class_indices_of_another_integer_dtype_are_refused_with_their_dtype():
     step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb), o1)
     with pytest.raises(ConfigError, match=r"dtype int64 that is not one of the step's inputs.*input 1 is int32"):
         step(x[:8], y[:8].astype(np.int32))
+
+
+def _inplace_edit(m, o):
+    with cr.no_grad():
+        m[0].weight.mul_(2.0)
+
+
+def _adam_options(m, o):
+    o.param_groups[0].update(lr=0.05, betas=(0.8, 0.9), weight_decay=0.01)
+
+
+def _float64_weight(m, o):
+    m[2].weight.data = m[2].weight.data.astype(np.float64)
+
+
+def _fortran_weight(m, o):
+    m[0].weight.data = np.asfortranarray(m[0].weight.data)
+
+
+def _new_group(m, o):
+    o.add_param_group({"params": [cr.zeros(3, requires_grad=True)], "lr": 0.3})
+
+
+def _unfreeze(m, o):
+    m[0].bias.requires_grad_(not m[0].bias.requires_grad)
+
+
+def _load_state(m, o):
+    m.load_state_dict({k: v * 0.5 for k, v in m.state_dict().items()})
+    o.load_state_dict(o.state_dict())
+
+
+@pytest.mark.parametrize(
+    "change", [_inplace_edit, _adam_options, _float64_weight, _fortran_weight, _new_group, _unfreeze, _load_state]
+)
+def test_changes_between_steps_are_seen_as_by_eager(change):
+    (m1, o1), (m2, o2) = pair(np.float32, OPTIMIZERS["adam"])
+    x, y = data()
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb), o1)
+    for i in range(6):
+        if i in (2, 4):  # the same change on both copies, twice (a toggle goes back)
+            change(m1, o1)
+            change(m2, o2)
+        assert step(x[i : i + 8], y[i : i + 8]) == eager_step(m2, o2, x[i : i + 8], y[i : i + 8])
+        assert_same(m1, m2, o1, o2)
+
+
+def test_non_contiguous_and_float64_inputs_to_a_float32_model():
+    (m1, o1), (m2, o2) = pair(np.float32, OPTIMIZERS["sgd-momentum"])
+    x, y = data(n=40)
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb), o1)
+    batches = [x[:8], x[::2][:8], np.asfortranarray(x[:8]), x[:8].astype(np.float64), x[::3][:8]]
+    for xb, yb in zip(batches * 2, [y[:8], y[1::3][:8], y[::2][:8]] * 4):
+        assert step(xb, yb) == eager_step(m2, o2, xb, yb)
+        assert_same(m1, m2, o1, o2)
