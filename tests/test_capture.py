@@ -516,3 +516,19 @@ def test_momentum_buffers_replaced_or_dropped_and_weights_edited_in_place():
                 qs[0].mul_(1.5)
         assert step(2.0, 0.5) == eager_step(eloss_fn, eopt, 2.0, 0.5)
         assert_same_state(ps, opt, qs, eopt)
+
+
+def test_one_element_sum_and_mean_of_minus_zero_are_plus_zero_as_numpy_sums():
+    """NumPy sums from 0.0, so -0.0 sums to 0.0: a pow of negative exponent then gives +inf, not -inf."""
+
+    def loss(w1, w2):
+        return lambda x: (w1 * x).reshape(1).sum() ** -1 + (w2 * x).reshape(1, 1).mean() ** -3
+
+    ps, opt, loss_fn = make(loss=loss)
+    qs, eopt, eloss_fn = make(loss=loss)
+    step = cr.capture(loss_fn, opt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for x in (1.0, -0.0, 2.0):
+            got, want = step(x), eager_step(eloss_fn, eopt, x)
+            np.testing.assert_array_equal([got] + bits(ps), [want] + bits(qs))
+            np.testing.assert_array_equal([p.grad.item() for p in ps], [q.grad.item() for q in qs])

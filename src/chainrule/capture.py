@@ -58,8 +58,8 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sigmoid":   ("1.0 / (1.0 + float(_exp(-{a}))) if {a} > -700.0 else _sigmoid_low({a})", ("{g} * {y} * (1.0 - {y})",)),  # noqa: E501
     "sigmoid n-d": ("1.0 / (1.0 + float(_exp(-{a}))) if {a} >= 0.0 else _sigmoid_low({a})", ("{g} * {y} * (1.0 - {y})",)),  # noqa: E501
     "relu":      ("{a} if {a} > 0.0 or {a} != {a} else 0.0",               ("{g} * (0.0 if {a} <= 0.0 else 1.0)",)),
-    "sum":       ("{a}",                                                   ("{g}",)),
-    "mean":      ("{a}",                                                   ("{g}",)),
+    "sum":       ("{a} + 0.0",                                             ("{g}",)),  # NumPy's sum: 0.0 + a
+    "mean":      ("{a} + 0.0",                                             ("{g}",)),  # (-0.0 is summed to 0.0)
     "reshape":   ("{a}",                                                   ("{g}",)),
     "clone":     ("{a}",                                                   ("{g}",)),
 }  # fmt: skip
