@@ -436,6 +436,19 @@ def test_refuses_unsupported_ops_and_tensor_exponents():
         cr.capture(lambda x: ps[0] ** (ps[1] * x), opt)(1.0)
 
 
+def retained(w):
+    h = w * 2.0
+    h.retain_grad()  # a replay makes no h, so it can't give it a .grad: refused, as in array graphs
+    return h * h
+
+
+def test_refuses_retain_grad_before_any_update():
+    ps, opt, _ = make()
+    with pytest.raises(ConfigError, match=r"result of mul retains its gradient"):
+        cr.capture(lambda x: retained(ps[0]) * x, opt)(1.0)
+    assert bits(ps) == [0.5, 0.3]
+
+
 def test_other_optimizers_and_parameters_take_the_array_path():
     """Not SGD over one-element float64 parameters: the array tape, which refuses the scalar ops it lacks."""
     w = cr.tensor(0.5, dtype=cr.float64, requires_grad=True)
@@ -479,3 +492,62 @@ def test_docs_example_output_is_the_real_output(capsys):
     example, printed, source = blocks[0], blocks[1], blocks[2]
     exec(compile(example, "capture.md", "exec"), {})
     assert capsys.readouterr().out == printed + source + "\n"  # print adds a newline
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(momentum=0.5),
+        dict(dampening=0.1),
+        dict(nesterov=True),
+        dict(weight_decay=0.1),
+        dict(maximize=True),
+        dict(momentum=0.0),
+        dict(lr=np.float32(0.02)),
+        dict(lr=cr.tensor(0.03)),
+    ],
+    ids=repr,
+)
+def test_option_changes_between_steps_match_eager(change):
+    ps, opt, loss_fn = make(momentum=0.9)
+    qs, eopt, eloss_fn = make(momentum=0.9)
+    step = cr.capture(loss_fn, opt)
+    for i in range(5):
+        if i == 2:
+            for o in (opt, eopt):
+                o.param_groups[0].update(change)
+        assert step(2.0, 0.5) == eager_step(eloss_fn, eopt, 2.0, 0.5)
+        assert_same_state(ps, opt, qs, eopt)
+
+
+def test_momentum_buffers_replaced_or_dropped_and_weights_edited_in_place():
+    ps, opt, loss_fn = make(momentum=0.9)
+    qs, eopt, eloss_fn = make(momentum=0.9)
+    step = cr.capture(loss_fn, opt)
+    for i in range(6):
+        if i == 2:  # a new buffer array
+            opt.state[ps[0]]["momentum_buffer"], eopt.state[qs[0]]["momentum_buffer"] = np.array(0.25), np.array(0.25)
+        if i == 3:  # no state: the next step starts the buffer again
+            del opt.state[ps[1]], eopt.state[qs[1]]
+        if i == 4:
+            with cr.no_grad():
+                ps[0].mul_(1.5)
+                qs[0].mul_(1.5)
+        assert step(2.0, 0.5) == eager_step(eloss_fn, eopt, 2.0, 0.5)
+        assert_same_state(ps, opt, qs, eopt)
+
+
+def test_one_element_sum_and_mean_of_minus_zero_are_plus_zero_as_numpy_sums():
+    """NumPy sums from 0.0, so -0.0 sums to 0.0: a pow of negative exponent then gives +inf, not -inf."""
+
+    def loss(w1, w2):
+        return lambda x: (w1 * x).reshape(1).sum() ** -1 + (w2 * x).reshape(1, 1).mean() ** -3
+
+    ps, opt, loss_fn = make(loss=loss)
+    qs, eopt, eloss_fn = make(loss=loss)
+    step = cr.capture(loss_fn, opt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for x in (1.0, -0.0, 2.0):
+            got, want = step(x), eager_step(eloss_fn, eopt, x)
+            np.testing.assert_array_equal([got] + bits(ps), [want] + bits(qs))
+            np.testing.assert_array_equal([p.grad.item() for p in ps], [q.grad.item() for q in qs])

@@ -342,3 +342,117 @@ def test_random_mlps_and_batches_match_eager_bit_for_bit(widths, acts, batches, 
         assert step(xb, yb) == eager_step(m2, o2, xb, yb)
         start = (start + b) % (len(y) - 9) if len(y) > 9 else 0
     assert_same(m1, m2, o1, o2)
+
+
+def test_ignore_index_that_is_a_class_runs_the_eager_step_for_batches_that_hold_it():
+    """With ignore_index in [0, C) eager takes the fused rule only for batches without that class (a batch with
+    it ignores those rows): the replay must not compute the fused loss over them."""
+    (m1, o1), (m2, o2) = pair(np.float32, OPTIMIZERS["adam"])
+    x, y = data()
+    y = np.where(y == 0, 1, y)
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb, ignore_index=0), o1)
+    traces = count_traces(step)
+
+    def eager(xb, yb):
+        o2.zero_grad()
+        loss = F.cross_entropy(m2(cr.from_numpy(xb)), cr.from_numpy(yb), ignore_index=0)
+        loss.backward()
+        o2.step()
+        return float(loss)
+
+    held = y[:8].copy()
+    held[2] = 0
+    for yb in (y[:8], y[1:9], held, y[:8]):
+        assert step(x[:8], yb) == eager(x[:8], yb)
+        assert_same(m1, m2, o1, o2)
+    assert traces[0] == 2  # the trace, and the batch holding the ignored class (eagerly, not captured)
+
+
+def test_errors_leave_parameters_gradients_and_optimizer_state_as_they_were():
+    (m1, o1), _ = pair(np.float32, OPTIMIZERS["adam"])
+    x, y = data()
+    scale = {"on": False}
+    other = cr.ones(N_OUT, requires_grad=True)  # not a parameter of the optimizer: refused when used
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb) * other if scale["on"] else m1(xb), yb), o1)
+    step(x[:8], y[:8])
+    step(x[:8], y[:8])
+    grads = [p.grad for p in m1.parameters()]
+    values = [p.data.copy() for p in m1.parameters()]
+    state = {k: {n: np.copy(v) for n, v in s.items()} for k, s in o1.state_dict()["state"].items()}
+    bad = y[:8].copy()
+    bad[0] = N_OUT
+    with pytest.raises(DataError, match="out of range"):  # a replayed signature: the eager step raises
+        step(x[:8], bad)
+    scale["on"] = True
+    with pytest.raises(ConfigError, match="not a parameter of the optimizer"):  # a new signature: the trace refuses
+        step(x[:7], y[:7])
+    assert all(p.grad is g for p, g in zip(m1.parameters(), grads))
+    for p, v in zip(m1.parameters(), values):
+        assert_array_equal(p.data, v)
+    for k, s in o1.state_dict()["state"].items():
+        for n, v in s.items():
+            assert_array_equal(v, state[k][n])
+
+
+def test_class_indices_of_another_integer_dtype_are_refused_with_their_dtype():
+    """cross_entropy converts int32 targets to a new int64 array, which the tape can't tie to the input."""
+    (m1, o1), _ = pair(np.float32, OPTIMIZERS["adam"])
+    x, y = data()
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb), o1)
+    with pytest.raises(ConfigError, match=r"dtype int64 that is not one of the step's inputs.*input 1 is int32"):
+        step(x[:8], y[:8].astype(np.int32))
+
+
+def _inplace_edit(m, o):
+    with cr.no_grad():
+        m[0].weight.mul_(2.0)
+
+
+def _adam_options(m, o):
+    o.param_groups[0].update(lr=0.05, betas=(0.8, 0.9), weight_decay=0.01)
+
+
+def _float64_weight(m, o):
+    m[2].weight.data = m[2].weight.data.astype(np.float64)
+
+
+def _fortran_weight(m, o):
+    m[0].weight.data = np.asfortranarray(m[0].weight.data)
+
+
+def _new_group(m, o):
+    o.add_param_group({"params": [cr.zeros(3, requires_grad=True)], "lr": 0.3})
+
+
+def _unfreeze(m, o):
+    m[0].bias.requires_grad_(not m[0].bias.requires_grad)
+
+
+def _load_state(m, o):
+    m.load_state_dict({k: v * 0.5 for k, v in m.state_dict().items()})
+    o.load_state_dict(o.state_dict())
+
+
+@pytest.mark.parametrize(
+    "change", [_inplace_edit, _adam_options, _float64_weight, _fortran_weight, _new_group, _unfreeze, _load_state]
+)
+def test_changes_between_steps_are_seen_as_by_eager(change):
+    (m1, o1), (m2, o2) = pair(np.float32, OPTIMIZERS["adam"])
+    x, y = data()
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb), o1)
+    for i in range(6):
+        if i in (2, 4):  # the same change on both copies, twice (a toggle goes back)
+            change(m1, o1)
+            change(m2, o2)
+        assert step(x[i : i + 8], y[i : i + 8]) == eager_step(m2, o2, x[i : i + 8], y[i : i + 8])
+        assert_same(m1, m2, o1, o2)
+
+
+def test_non_contiguous_and_float64_inputs_to_a_float32_model():
+    (m1, o1), (m2, o2) = pair(np.float32, OPTIMIZERS["sgd-momentum"])
+    x, y = data(n=40)
+    step = cr.capture(lambda xb, yb: F.cross_entropy(m1(xb), yb), o1)
+    batches = [x[:8], x[::2][:8], np.asfortranarray(x[:8]), x[:8].astype(np.float64), x[::3][:8]]
+    for xb, yb in zip(batches * 2, [y[:8], y[1::3][:8], y[::2][:8]] * 4):
+        assert step(xb, yb) == eager_step(m2, o2, xb, yb)
+        assert_same(m1, m2, o1, o2)

@@ -58,8 +58,8 @@ RULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sigmoid":   ("1.0 / (1.0 + float(_exp(-{a}))) if {a} > -700.0 else _sigmoid_low({a})", ("{g} * {y} * (1.0 - {y})",)),  # noqa: E501
     "sigmoid n-d": ("1.0 / (1.0 + float(_exp(-{a}))) if {a} >= 0.0 else _sigmoid_low({a})", ("{g} * {y} * (1.0 - {y})",)),  # noqa: E501
     "relu":      ("{a} if {a} > 0.0 or {a} != {a} else 0.0",               ("({g} if not {a} <= 0.0 else {g} * 0.0 if {g} - {g} == 0.0 else 0.0)",)),  # noqa: E501
-    "sum":       ("{a}",                                                   ("{g}",)),
-    "mean":      ("{a}",                                                   ("{g}",)),
+    "sum":       ("{a} + 0.0",                                             ("{g}",)),  # NumPy's sum: 0.0 + a
+    "mean":      ("{a} + 0.0",                                             ("{g}",)),  # (-0.0 is summed to 0.0)
     "reshape":   ("{a}",                                                   ("{g}",)),
     "clone":     ("{a}",                                                   ("{g}",)),
 }  # fmt: skip
@@ -188,6 +188,12 @@ def _nested(expr: str, ndim: int) -> str:
     return "[" * ndim + expr + "]" * ndim
 
 
+def _refuse_retained(t: Tensor) -> None:
+    """A replay makes no intermediate tensors, so it can't set the `.grad` that retain_grad() asks for."""
+    if t._retains_grad:
+        raise ConfigError(f"capture: the result of {t._op} retains its gradient (retain_grad), not captured")
+
+
 def _rule_key(t: Tensor) -> str:
     op = t._op
     if op == "pow":
@@ -219,7 +225,8 @@ class CapturedStep:
         return float(loss)
 
     and leaves the parameters' `.data` (updated in place, version bumped), `.grad` and the optimizer's state
-    (SGD's "momentum_buffer") exactly as those eager calls would, so eager steps can follow captured ones.
+    (SGD's "momentum_buffer") exactly as those eager calls would, so eager steps can follow captured ones. A step
+    that raises leaves them as they were (zero_grad runs after loss_fn: the same unless loss_fn reads `.grad`).
 
     The first call runs eagerly and records the graph; later calls run `source`, one generated function. The
     trace fixes everything but the inputs, the parameters' values and the optimizer's options (lr, momentum...,
@@ -272,11 +279,11 @@ class CapturedStep:
         params = _check_optimizer(opt)
         capture = _GradMode.enabled and _ANOMALY[0] is None
         values = [_as_input(v, i) for i, v in enumerate(inputs)]
-        opt.zero_grad()
         # inputs require grad while tracing, so that ops on inputs alone are recorded too (not baked in)
         xs = [Tensor(np.array(v, dtype=float64), requires_grad=capture) for v in values]
         loss = _check_loss(self.loss_fn(*xs))
         plan = _Plan(loss, xs, params, opt) if capture else None  # may refuse: before anything is updated
+        opt.zero_grad()  # only now: a refusal (or an error in loss_fn) leaves the gradients as they were too
         loss.backward()
         opt.step()
         if plan is not None:
@@ -294,11 +301,11 @@ class CapturedStep:
         arrays = [_input_array(v, i) for i, v in enumerate(inputs)]
         capture = capture and _GradMode.enabled and _ANOMALY[0] is None
         params = [p for g in opt.param_groups for p in g["params"]]
-        opt.zero_grad()
         # float inputs require grad while tracing, so that ops on inputs are recorded too (not baked in)
         xs = [Tensor(a, requires_grad=capture and a.dtype.kind == "f") for a in arrays]
         loss = _check_loss(self.loss_fn(*xs))
         plan = _ArrayPlan(loss, xs, params, opt) if capture else None  # may refuse: before anything is updated
+        opt.zero_grad()  # only now: a refusal (or an error in loss_fn) leaves the gradients as they were too
         loss.backward()
         opt.step()
         if plan is not None:
@@ -411,6 +418,7 @@ class _Plan:
                     f"capture: the result of {t._op} has {_describe(t)}; only one-element float64 tensors can be "
                     "captured"
                 )
+            _refuse_retained(t)
             self.name[id(t)] = f"t{k}"
         for t in leaves:
             if type(t) is _Detached:
@@ -678,10 +686,12 @@ def _option_lines(gi: int, mode: tuple[str, bool, bool, bool, bool]) -> list[str
 ARRAY_OPS = ("linear", "linear_relu", "relu", "tanh", "sigmoid", "cross_entropy")
 
 
-def _checked_cross_entropy(x: np.ndarray, t: np.ndarray, reduction: str) -> tuple:
+def _checked_cross_entropy(x: np.ndarray, t: np.ndarray, reduction: str, ignore_index: int) -> tuple:
     """`_cross_entropy_fwd` for targets that are an input: eager cross_entropy takes the fused rule only for class
-    indices in [0, C) (it ignores or refuses the others), so other values run the eager step."""
-    if t.size and np.maximum.reduce(t.view(np.uint64)) >= x.shape[1]:
+    indices in [0, C), none equal to its ignore_index (it ignores or refuses the others), so other values run the
+    eager step."""
+    c = x.shape[1]
+    if t.size and (np.maximum.reduce(t.view(np.uint64)) >= c or (0 <= ignore_index < c and (t == ignore_index).any())):
         raise _Eager
     return _F._cross_entropy_fwd(x, t, reduction)
 
@@ -750,8 +760,7 @@ class _ArrayPlan:
                     f"capture: the op {t._op!r} is not supported in array graphs (supported: {', '.join(ARRAY_OPS)}"
                     "; random or stateful layers such as Dropout and BatchNorm can't be captured)"
                 )
-            if t._retains_grad:
-                raise ConfigError(f"capture: the result of {t._op} retains its gradient (retain_grad), not captured")
+            _refuse_retained(t)
             rules.append(rule)
         args_per_node = []  # (forward rule, slots of its extra arguments), for each result
         for t, (fwd, _, extra) in zip(nodes, rules):
@@ -760,15 +769,20 @@ class _ArrayPlan:
                 if isinstance(a, np.ndarray):
                     i = next((i for i, x in enumerate(xs) if x.data is a), None)
                     if i is None:
+                        cast = [f"input {i} is {x.data.dtype}" for i, x in enumerate(xs) if x.data.shape == a.shape]
                         raise ConfigError(
-                            f"capture: {t._op} reads an array of shape {a.shape} that is not one of the step's "
-                            "inputs (e.g. a target computed inside loss_fn); pass it to the step as an input"
+                            f"capture: {t._op} reads an array of shape {a.shape} and dtype {a.dtype} that is not one "
+                            "of the step's inputs (e.g. a target computed inside loss_fn, or converted: "
+                            f"{', '.join(cast) or 'no input has its shape'}); pass it to the step as an input"
                         )
                     args.append(i)
                     fwd = _CHECKED.get(fwd, fwd)
                 else:
                     args.append(len(values))
                     values.append(a)
+            if fwd is _checked_cross_entropy:
+                args.append(len(values))
+                values.append(t._np_backward.ignore_index)
             args_per_node.append((fwd, args))
         first = len(values)
         for k, t in enumerate(nodes):

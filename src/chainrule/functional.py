@@ -399,7 +399,7 @@ def cross_entropy(
     _class_shapes("cross_entropy", input, t)
     valid = _check_classes("cross_entropy", input, t, ignore_index)
     if input.ndim == 2 and weight is None and label_smoothing == 0 and valid.all():
-        return _fused_cross_entropy(input, t, reduction)
+        return _fused_cross_entropy(input, t, reduction, ignore_index)
     logp = log_softmax(input, cdim)
     loss = nll_loss(logp, t, weight, ignore_index, reduction)
     if label_smoothing > 0:
@@ -448,8 +448,8 @@ def _cross_entropy_bwd(ctx: tuple, g: Any, needs: tuple = (True,)) -> tuple[np.n
     return (d,)
 
 
-def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor:
-    """Cross-entropy of logits (N, C) against valid class indices t (N,) as one node.
+def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str, ignore_index: int = -100) -> Tensor:
+    """Cross-entropy of logits (N, C) against valid class indices t (N,), none of them ignore_index, as one node.
 
     loss_i = −log_softmax(x)_it (computed with the row max subtracted); backward: (softmax(x) − onehot(t))·g.
     """
@@ -461,6 +461,7 @@ def _fused_cross_entropy(input: Tensor, t: np.ndarray, reduction: str) -> Tensor
         return _cross_entropy_bwd(ctx, g)
 
     np_backward.replay = (_cross_entropy_fwd, _cross_entropy_bwd, (t, reduction))
+    np_backward.ignore_index = ignore_index  # for chainrule.capture: other targets take this rule only without it
 
     def backward(g: Tensor) -> tuple[Tensor]:
         if is_grad_enabled():  # create_graph: softmax recomputed as a recorded op
