@@ -463,7 +463,7 @@ def relu(a: Tensor) -> Tensor:
     out, mask = _relu_fwd(d)
 
     def np_backward(g: Any) -> tuple:
-        return (_relu_grad(g, mask),)
+        return _relu_bwd(mask, g)
 
     np_backward.replay = (_relu_fwd, _relu_bwd, ())
     return record(
