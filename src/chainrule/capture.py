@@ -235,9 +235,9 @@ class CapturedStep:
     or `.data`, or from a detached tensor (a `detach()` used directly as an operand of a recorded op is recomputed
     from its source at every call). Python control flow in `loss_fn` keeps its traced outcome, as in
     torch.jit.trace. Each replay checks cheaply that the optimizer's groups, parameters, their arrays and the
-    momentum buffers are those it was generated for; if not (or under no_grad or detect_anomaly, or where Python
-    float arithmetic would raise, e.g. a division by zero), the step runs eagerly and, where needed, is captured
-    again.
+    momentum buffers are those it was generated for, and the arrays to update writeable; if not (or under no_grad
+    or detect_anomaly, or where Python float arithmetic would raise, e.g. a division by zero), the step runs
+    eagerly and, where needed, is captured again.
     """
 
     def __init__(self, loss_fn: Callable[..., Tensor], optimizer: Optimizer) -> None:
@@ -537,6 +537,10 @@ class _Plan:
                 checks.append(f"_state.get(W{j}) is not S{j} or S{j}.get('momentum_buffer') is not B{j}")
         lines.append(f"    if {' or '.join(checks)}:")
         lines.append("        raise _Stale")
+        written = [f"A{j}.flags.writeable" for j, p in enumerate(self.params) if id(p) in self.grad_param]
+        if written:  # a read-only value would fail half-way through the write-back: the eager step refuses it first
+            lines.append(f"    if not ({' and '.join(written)}):")
+            lines.append("        raise _Stale")
         for j in range(len(self.params)):
             lines.append(f"    w{j} = A{j}.item()")
         return lines

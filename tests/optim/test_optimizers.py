@@ -427,3 +427,38 @@ def test_float32_trajectory_close_to_torch(name, kwargs):
         topt.step()
         assert cp.dtype == np.float32
     np.testing.assert_allclose(cp.data, tp.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _snapshot(opt):
+    """Copies of every parameter's values and gradient and of every state entry."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    values = [(p.data.copy(), p.grad.data.copy()) for p in params]
+    state = [{k: np.copy(v) for k, v in opt.state.get(p, {}).items()} for p in params]
+    return values, state
+
+
+@pytest.mark.parametrize("name,kwargs", [(n, kw) for n, cases in CASES.items() for kw in cases[:2]])
+@pytest.mark.parametrize("size", [3, 40_000])  # 40_000: SGD's BLAS axpy path and chunked updates
+@pytest.mark.parametrize("warm", [False, True])  # True: state made (Adam's flat multi-tensor layout) before
+def test_read_only_parameter_is_named_and_nothing_is_updated(name, kwargs, size, warm):
+    rng = np.random.default_rng(size)
+    ps = [cr.tensor(rng.normal(size=(size,)), requires_grad=True) for _ in range(3)]
+    opt = getattr(optim, name)([{"params": ps[:1]}, {"params": ps[1:]}], **kwargs)
+    for p in ps:
+        p.grad = cr.tensor(rng.normal(size=(size,)))
+    if warm:
+        opt.step()
+    ps[2].data.flags.writeable = False  # the last parameter: the ones before it must not be updated either
+    before = _snapshot(opt)
+    with pytest.raises(ValueError, match=rf"{name}: parameter 1 of parameter group 1 \(shape \({size},\)\).*read-only"):
+        opt.step()
+    after = _snapshot(opt)
+    for (v0, g0), (v1, g1) in zip(before[0], after[0]):
+        np.testing.assert_array_equal(v1, v0)
+        np.testing.assert_array_equal(g1, g0)
+    assert [sorted(s) for s in after[1]] == [sorted(s) for s in before[1]]
+    for s0, s1 in zip(before[1], after[1]):
+        for k in s0:
+            np.testing.assert_array_equal(s1[k], s0[k], err_msg=k)
+    ps[2].grad = None  # a read-only parameter without gradient is not updated: no error
+    opt.step()
