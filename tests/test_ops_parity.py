@@ -596,6 +596,32 @@ def test_relu_large_and_small_masks_match_torch(n: int) -> None:
     np.testing.assert_allclose(x.grad.data, t.grad.numpy(), rtol=1e-15, equal_nan=True)
 
 
+def test_relu_refuses_bool_and_keeps_integer_dtypes_as_torch() -> None:
+    """torch.relu of a bool tensor raises ("Boolean inputs not supported for relu"); integers keep their dtype."""
+    b = np.array([[[[True, False], [False, True]]]])
+    with pytest.raises(RuntimeError, match="Boolean inputs not supported for relu"):
+        torch.relu(torch.tensor(b))
+    w = cr.from_numpy(np.ones((2, 2), bool))
+    calls = {
+        "ops.relu": cr.ops.relu,
+        "functional.relu": cr.functional.relu,
+        "nn.ReLU": cr.nn.ReLU(),
+        "Tensor.relu": lambda x: x.relu(),
+        "ReLU then MaxPool2d (fused)": cr.nn.Sequential(cr.nn.ReLU(), cr.nn.MaxPool2d(2)),
+        "Linear then ReLU (fused linear_relu)": lambda x: cr.ops.linear_relu(x, w),
+    }
+    p = cr.tensor(np.ones(2), requires_grad=True)
+    calls["capture"] = lambda x: cr.capture(lambda x: (cr.ops.relu(x) * p).sum(), cr.optim.SGD([p]))(x.data)
+    for f in calls.values():
+        with pytest.raises(TypeError, match="relu: bool tensors are not supported"):
+            f(cr.tensor(b))
+    for dtype in (np.int64, np.int32, np.int8, np.uint8):
+        a = np.array([3, 0, -2] if dtype != np.uint8 else [3, 0, 254], dtype)
+        ours, theirs = cr.ops.relu(cr.from_numpy(a)), torch.relu(torch.from_numpy(a))
+        assert ours.dtype == a.dtype and str(theirs.dtype) == f"torch.{a.dtype}"
+        np.testing.assert_array_equal(ours.data, theirs.numpy())
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [12, 70_000])
 @pytest.mark.parametrize("op", ["relu", "linear_relu", "sequential"])

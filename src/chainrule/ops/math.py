@@ -338,6 +338,8 @@ def linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor
     """
     _linear_check(x, weight)
     bd = None if bias is None else bias.data
+    if x.data.dtype.kind == "b" and weight.data.dtype.kind == "b" and (bd is None or bd.dtype.kind == "b"):
+        _relu_check(x.data)  # a bool product: refused, as the unfused relu does
     if not (
         _GradMode.enabled and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad))
     ):
@@ -456,8 +458,17 @@ def sigmoid(a: Tensor) -> Tensor:
     return out
 
 
+def _relu_check(d: np.ndarray) -> None:
+    """PyTorch's relu refuses bool tensors (integers keep their dtype)."""
+    if d.dtype.kind == "b":
+        raise TypeError(
+            "relu: bool tensors are not supported (got dtype bool), as in PyTorch; convert first, e.g. x.long()"
+        )
+
+
 def relu(a: Tensor) -> Tensor:
     d = a.data
+    _relu_check(d)
     if not (_GradMode.enabled and a.requires_grad):  # nothing is recorded: no mask
         return Tensor._wrap(np.maximum(d, 0))
     out, mask = _relu_fwd(d)
