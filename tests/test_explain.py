@@ -217,6 +217,28 @@ def test_markdown_latex_snapshots(fmt, capsys) -> None:
         assert out.count(r"\begin{align*}") == out.count(r"\end{align*}") == 4
 
 
+@pytest.mark.parametrize("z", [math.nan, 0.0, -0.0, math.inf, -math.inf, 1.5, -1.5])
+def test_relu_hand_derivative_is_autograds_and_torchs_at_nan_zero_and_inf(z) -> None:
+    """relu's closed form agrees exactly with autograd (and torch): dh/dz is 0 where z <= 0, else 1, NaN included."""
+    from chainrule import Tensor, grad, ops
+
+    h, dh, _ = explain._act_hand("relu", z)
+    t = Tensor(np.asarray(z), requires_grad=True)
+    out = ops.relu(t)
+    (g,) = grad(out, t)
+    tt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    torch.relu(tt).backward()
+    assert dh == g.item() == tt.grad.item()
+    np.testing.assert_array_equal(h, out.item())  # NaN at NaN
+    assert math.isnan(z) or h == torch.relu(tt).item()
+
+
+@pytest.mark.parametrize("w1", [0.0, -0.0])  # pre-activation z = 2·w1 = ±0: relu's gradient is 0
+def test_relu_step_at_zero_pre_activation_matches_autograd(w1) -> None:
+    s = explain.example_step(ExampleConfig(activation="relu"), w1, 0.3)
+    assert s.z == 0 and s.h == 0 and s.dh_dz == 0 and s.dL_dw1 == 0 and s.w1_new == w1
+
+
 def test_mismatch_is_an_error_not_a_print(monkeypatch, capsys) -> None:
     real = explain._act_hand
 

@@ -79,8 +79,9 @@ def _act_hand(name: str, z: float) -> tuple[float, float, str]:
     if name == "tanh":
         h = math.tanh(z)
         return h, 1.0 - h * h, "1 − h²"
-    if name == "relu":
-        return (z if z > 0 else 0.0), (1.0 if z > 0 else 0.0), "[z > 0]"
+    if name == "relu":  # autograd's rule (PyTorch's threshold_backward): 0 where z <= 0, else 1, NaN included
+        off = z <= 0
+        return (0.0 if off else z), (0.0 if off else 1.0), "[z > 0]"
     raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
 
 
