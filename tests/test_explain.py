@@ -180,6 +180,39 @@ def test_stop_reasons(capsys) -> None:
     jsonschema.validate(doc, SCHEMA)
 
 
+def test_overflow_is_a_clear_error_or_a_diverged_stop(capsys) -> None:
+    """Inputs whose first step overflows float64 are refused by name (the cross-check used to report "inf" against
+    "inf" as a mismatch); a later overflow stops the run as "diverged" and keeps every printed figure finite."""
+    from chainrule.errors import ConfigError
+
+    for kw in (dict(w1=1e200, x=1e200), dict(w1=1e200, x=1e200, activation="relu"), dict(w2=1e200, lr=1e200)):
+        with pytest.raises(ConfigError, match=r"the first step's (z|loss) is inf in float64 .*give smaller numbers"):
+            run_example(ExampleConfig(**kw))
+    with pytest.raises(ConfigError, match="give smaller numbers"):  # the CLI prints it and exits with 2
+        example_cli(["--w1", "1e200", "--x", "1e200"], capsys)
+    assert capsys.readouterr().out == ""
+    r = run_example(ExampleConfig(w2=1e100, lr=1e100, x=1e-300, epochs=50))
+    assert r.stop_reason == "diverged" and r.stop_message.startswith("the loss became inf at epoch 1 ")
+    assert all(math.isfinite(v) for row in r.trajectory for v in row)
+    doc = json.loads(explain.render_example(r, "json"), parse_constant=lambda c: pytest.fail(f"JSON holds {c}"))
+    jsonschema.validate(doc, SCHEMA)
+    for fmt in ("text", "markdown", "latex"):
+        assert "diverged" in explain.render_example(r, fmt) or "loss became inf" in explain.render_example(r, fmt)
+
+
+@pytest.mark.parametrize(
+    "autograd,hand,agree",
+    [(math.inf, math.inf, True), (math.nan, math.nan, True), (-math.inf, -math.inf, True), (math.inf, -math.inf, False),
+     (math.inf, 1e308, False), (math.nan, 0.0, False), (1.0, 1.0 + 1e-13, True), (1.0, 1.0 + 1e-9, False)],
+)  # fmt: skip
+def test_cross_check_agrees_on_the_same_inf_or_nan(autograd, hand, agree) -> None:
+    if agree:
+        explain._check("f", autograd, hand)
+    else:
+        with pytest.raises(CrossCheckError, match="cross-check failed for f"):
+            explain._check("f", autograd, hand)
+
+
 def test_json_validates_and_matches_torch(capsys) -> None:
     rc, out = example_cli(["--format", "json", "--activation", "tanh", "--epochs", "50"], capsys)
     assert rc == 0

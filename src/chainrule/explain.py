@@ -57,9 +57,12 @@ def _paren(v: float) -> str:
 
 
 def _check(name: str, autograd: float, hand: float, rel: float = 1e-12, abs_: float = 1e-15) -> float:
-    if not (math.isfinite(autograd) and math.isfinite(hand)) or not math.isclose(
-        autograd, hand, rel_tol=rel, abs_tol=abs_
-    ):
+    """autograd's figure when the hand-derived one agrees (within rel/abs_, or the same inf, or both NaN)."""
+    if math.isfinite(autograd) and math.isfinite(hand):
+        agree = math.isclose(autograd, hand, rel_tol=rel, abs_tol=abs_)
+    else:
+        agree = autograd == hand or (math.isnan(autograd) and math.isnan(hand))
+    if not agree:
         raise CrossCheckError(
             f"cross-check failed for {name}: autograd gives {autograd!r}, the hand-derived chain rule {hand!r}"
         )
@@ -151,24 +154,25 @@ def example_step(cfg: ExampleConfig, w1: float, w2: float) -> StepFigures:
     y = Tensor(np.asarray(cfg.y, dtype=float64))
     tw1 = Tensor(np.asarray(w1, dtype=float64), requires_grad=True)
     tw2 = Tensor(np.asarray(w2, dtype=float64), requires_grad=True)
-    z = tw1 * x
-    h = act(z)
-    y_pred = tw2 * h
-    loss = 0.5 * (y - y_pred) ** 2
-    # local derivatives, each by autograd on its own edge of the graph
-    (d_l_yp,) = autograd(loss, y_pred, retain_graph=True)
-    d_yp_w2, d_yp_h = autograd(y_pred, (tw2, h), retain_graph=True)
-    (d_h_z,) = autograd(h, z, retain_graph=True)
-    (d_z_w1,) = autograd(z, tw1, retain_graph=True)
-    loss.backward()
-    g1, g2 = tw1.grad.item(), tw2.grad.item()
-    SGD([tw1, tw2], lr=cfg.lr).step()
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported by run_example
+        z = tw1 * x
+        h = act(z)
+        y_pred = tw2 * h
+        loss = 0.5 * (y - y_pred) ** 2
+        # local derivatives, each by autograd on its own edge of the graph
+        (d_l_yp,) = autograd(loss, y_pred, retain_graph=True)
+        d_yp_w2, d_yp_h = autograd(y_pred, (tw2, h), retain_graph=True)
+        (d_h_z,) = autograd(h, z, retain_graph=True)
+        (d_z_w1,) = autograd(z, tw1, retain_graph=True)
+        loss.backward()
+        g1, g2 = tw1.grad.item(), tw2.grad.item()
+        SGD([tw1, tw2], lr=cfg.lr).step()
 
     # the same figures by hand
     hz = w1 * cfg.x
     hh, hdh, _ = _act_hand(cfg.activation, hz)
     hyp = w2 * hh
-    hl = 0.5 * (cfg.y - hyp) ** 2
+    hl = 0.5 * (cfg.y - hyp) * (cfg.y - hyp)  # not ** 2: Python's pow raises on overflow
     f = StepFigures(
         w1=w1,
         w2=w2,
@@ -223,15 +227,25 @@ def run_example(cfg: ExampleConfig | None = None) -> ExampleResult:
     cfg = cfg or ExampleConfig()
     cfg.validate()
     first = example_step(cfg, cfg.w1, cfg.w2)
+    for name, value in vars(first).items():
+        if not math.isfinite(value):  # float64 overflow: there is nothing to explain
+            raise ConfigError(
+                f"the first step's {name} is {value} in float64 (x = {cfg.x}, y = {cfg.y}, w1 = {cfg.w1}, "
+                f"w2 = {cfg.w2}, lr = {cfg.lr}): give smaller numbers"
+            )
     traj = [(0, cfg.w1, cfg.w2, first.loss)]
     w1, w2 = first.w1_new, first.w2_new
     reason, message = "epoch_budget", f"epoch budget reached ({cfg.epochs} epochs)"
     for epoch in range(1, cfg.epochs + 1):
         s = example_step(cfg, w1, w2)
-        traj.append((epoch, w1, w2, s.loss))
-        if not math.isfinite(s.loss):
-            reason, message = "diverged", f"the loss became {s.loss} at epoch {epoch}"
+        if not math.isfinite(s.loss):  # the row is not kept: the trajectory holds numbers only
+            reason = "diverged"
+            message = (
+                f"the loss became {s.loss} at epoch {epoch} (w1 = {fmt(w1)}, w2 = {fmt(w2)}; "
+                f"the learning rate η = {fmt(cfg.lr)} may be too large)"
+            )
             break
+        traj.append((epoch, w1, w2, s.loss))
         improvement = traj[-2][3] - s.loss
         if improvement < 0:
             reason = "loss_increased"

@@ -154,6 +154,7 @@ CASES = {
     "must be >= 0": ([*T, "--epochs", "-1"], 2),
     "must be positive": ([*T, "--lr", "-1"], 2),
     "must be a finite number": ([*T, "--tol", "nan"], 2),
+    "give smaller numbers": (["example", "--w1", "1e200", "--x", "1e200"], 2),
     "must be a fraction in [0, 1)": ([*T, "--val-split", "1.5"], 2),
     "early_stopping needs a validation split": ([*TX, "--early-stopping", "2"], 2),
     "unknown key": ([*T, "cfg.json"], 2),
