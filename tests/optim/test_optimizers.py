@@ -410,7 +410,9 @@ def test_adagrad_initial_accumulator_value_per_group():
 def test_gradient_of_wrong_shape_is_an_error():
     p = cr.tensor([1.0, 2.0, 3.0], requires_grad=True)
     p.grad = cr.tensor([1.0])
-    with pytest.raises(ValueError, match=r"Adam: .*shape \(1,\).*\(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"Adam: parameter 0 of parameter group 0 \(shape \(3,\)\) has a gradient of shape \(1,\)"
+    ):
         optim.Adam([p]).step()
 
 
@@ -440,7 +442,8 @@ def _snapshot(opt):
 @pytest.mark.parametrize("name,kwargs", [(n, kw) for n, cases in CASES.items() for kw in cases[:2]])
 @pytest.mark.parametrize("size", [3, 40_000])  # 40_000: SGD's BLAS axpy path and chunked updates
 @pytest.mark.parametrize("warm", [False, True])  # True: state made (Adam's flat multi-tensor layout) before
-def test_read_only_parameter_is_named_and_nothing_is_updated(name, kwargs, size, warm):
+@pytest.mark.parametrize("fault", ["read-only", "gradient shape"])
+def test_a_parameter_that_cant_be_updated_is_named_and_nothing_is_updated(name, kwargs, size, warm, fault):
     rng = np.random.default_rng(size)
     ps = [cr.tensor(rng.normal(size=(size,)), requires_grad=True) for _ in range(3)]
     opt = getattr(optim, name)([{"params": ps[:1]}, {"params": ps[1:]}], **kwargs)
@@ -448,9 +451,14 @@ def test_read_only_parameter_is_named_and_nothing_is_updated(name, kwargs, size,
         p.grad = cr.tensor(rng.normal(size=(size,)))
     if warm:
         opt.step()
-    ps[2].data.flags.writeable = False  # the last parameter: the ones before it must not be updated either
+    # the last parameter is at fault: the ones before it must not be updated either
+    if fault == "read-only":
+        ps[2].data.flags.writeable = False
+    else:
+        ps[2].grad = cr.tensor(rng.normal(size=(size + 1,)))
     before = _snapshot(opt)
-    with pytest.raises(ValueError, match=rf"{name}: parameter 1 of parameter group 1 \(shape \({size},\)\).*read-only"):
+    message = "read-only" if fault == "read-only" else rf"has a gradient of shape \({size + 1},\); nothing was updated"
+    with pytest.raises(ValueError, match=rf"{name}: parameter 1 of parameter group 1 \(shape \({size},\)\).*{message}"):
         opt.step()
     after = _snapshot(opt)
     for (v0, g0), (v1, g1) in zip(before[0], after[0]):
@@ -460,5 +468,7 @@ def test_read_only_parameter_is_named_and_nothing_is_updated(name, kwargs, size,
     for s0, s1 in zip(before[1], after[1]):
         for k in s0:
             np.testing.assert_array_equal(s1[k], s0[k], err_msg=k)
+    if fault != "read-only":
+        return
     ps[2].grad = None  # a read-only parameter without gradient is not updated: no error
     opt.step()

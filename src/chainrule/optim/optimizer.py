@@ -299,22 +299,27 @@ class Optimizer:
         if closure is not None:
             with enable_grad():
                 loss = closure()
-        self._check_writeable()
+        self._check_params()
         for group in self.param_groups:
             self._update_group(group)
         return loss
 
-    def _check_writeable(self) -> None:
-        """Raise ValueError naming the first parameter with a gradient whose `.data` is read-only, before any
-        parameter or state is touched (NumPy would fail mid-step, after updating the parameters before it)."""
+    def _check_params(self) -> None:
+        """Raise ValueError naming the first parameter with a gradient that can't be applied (a read-only `.data`,
+        a gradient of another shape) before any parameter or state is touched: NumPy would fail mid-step, after
+        updating the parameters before it."""
         for i, group in enumerate(self.param_groups):
             for j, p in enumerate(group["params"]):
-                if not p.data.flags.writeable and p.grad is not None:
-                    raise ValueError(
-                        f"{type(self).__name__}: parameter {j} of parameter group {i} (shape {p.data.shape}) is "
-                        "read-only (its .data array is not writeable), so it can't be updated in place; nothing "
-                        "was updated"
-                    )
+                g = p.grad
+                if g is None or (p.data.flags.writeable and g.data.shape == p.data.shape):
+                    continue
+                where = f"{type(self).__name__}: parameter {j} of parameter group {i} (shape {p.data.shape})"
+                if g.data.shape != p.data.shape:
+                    raise ValueError(f"{where} has a gradient of shape {g.data.shape}; nothing was updated")
+                raise ValueError(
+                    f"{where} is read-only (its .data array is not writeable), so it can't be updated in place; "
+                    "nothing was updated"
+                )
 
     def _update_group(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
