@@ -194,4 +194,69 @@ class Numpy(_Base):
         return {f"{2 * (i // 2)}.{'bias' if i % 2 else 'weight'}": p for i, p in enumerate(self.params)}
 
 
-IMPLS = {"chainrule": Chainrule, "captured": Captured, "torch": Torch, "sklearn": Sklearn, "numpy": Numpy}
+class Floor(_Base):
+    """The ideal NumPy replay, the most any NumPy implementation of this loop could gain: chainrule's product
+    layouts on one BLAS thread, gradients written straight into one flat buffer, chainrule's flat Adam kernel
+    called directly; no tensors, graph, optimizer bookkeeping or checks."""
+
+    def __init__(self, data, sizes) -> None:
+        super().__init__(data, sizes)
+        keys = [f"{2 * i}.{k}" for i in range(len(sizes) - 1) for k in ("weight", "bias")]
+        n = sum(self.state0[k].size for k in keys)
+        self.flat, self.gflat, self.m, self.v = (np.zeros(n, np.float32) for _ in range(4))
+        self.scratch = [np.empty(n, np.float32) for _ in range(2)]
+        params, grads, off = [], [], 0
+        for k in keys:
+            a = self.state0[k]
+            params.append(self.flat[off : off + a.size].reshape(a.shape))
+            params[-1][...] = a
+            grads.append(self.gflat[off : off + a.size].reshape(a.shape))
+            off += a.size
+        self.keys, self.params, self.grads = keys, params, grads
+        self.rows, self.ones, self.t = np.arange(BATCH), np.ones(BATCH, np.float32), 0
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray) -> None:
+        from chainrule._blas import matmul as mm
+        from chainrule.optim.adam import _adam
+
+        ws, bs, gws, gbs = self.params[0::2], self.params[1::2], self.grads[0::2], self.grads[1::2]
+        n, rows, ones = len(ws), self.rows, self.ones
+        for i in range(0, len(y), BATCH):
+            xb, yb = x[i : i + BATCH], y[i : i + BATCH]
+            hs, masks = [xb], []
+            for k in range(n):
+                a = mm(ws[k], hs[-1].T).T
+                a += bs[k]
+                if k < n - 1:
+                    masks.append(a > 0)
+                    np.maximum(a, 0, out=a)
+                hs.append(a)
+            z = hs.pop()
+            shifted = z - np.maximum.reduce(z, axis=1, keepdims=True)
+            logp = shifted - np.log(np.add.reduce(np.exp(shifted), axis=1, keepdims=True))
+            _loss = -np.add.reduce(logp[rows[: len(yb)], yb]) / len(yb)  # computed, as a training loop reports it
+            d = np.exp(logp)
+            d[rows[: len(yb)], yb] -= 1
+            d *= np.float32(1.0 / len(yb))
+            for k in range(n - 1, -1, -1):  # the last layer's few columns: a row-major copy multiplies faster
+                np.matmul((np.ascontiguousarray(d) if k == n - 1 else d).T, hs[k], out=gws[k])
+                np.matmul(ones[: len(yb)], d, out=gbs[k])
+                if k:
+                    d = np.multiply(mm(ws[k].T, d.T).T, masks[k - 1], dtype=np.float32)
+            self.t += 1
+            step_size, bc2_sqrt = LR / (1 - 0.9**self.t), (1 - 0.999**self.t) ** 0.5
+            arrays = [self.flat, self.gflat, self.m, self.v, None]
+            _adam(arrays, self.scratch, 0.9, 0.999, 1e-8, 0.0, None, False, step_size, bc2_sqrt)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return dict(zip(self.keys, self.params))
+
+
+IMPLS = {
+    "chainrule": Chainrule,
+    "captured": Captured,
+    "torch": Torch,
+    "sklearn": Sklearn,
+    "numpy": Numpy,
+    "floor": Floor,
+}

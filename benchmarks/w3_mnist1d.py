@@ -7,7 +7,7 @@ from .mlp_epochs import IMPLS as _IMPLS
 
 TITLE = "MNIST-1D MLP 40-100-100-10, Adam, batch 100"
 UNIT = "epoch"
-IMPLS = ("chainrule", "captured", "torch", "sklearn", "numpy")
+IMPLS = ("chainrule", "captured", "torch", "sklearn", "numpy", "floor")
 STEPS = 1
 # float32 Adam for ~16 epochs (warm-up + 7 timed + 7 untimed after the settle pauses): the loss of torch (other
 # summation orders) and of scikit-learn (Adam's eps added to sqrt(v) before the bias correction, PyTorch's after

@@ -7,7 +7,7 @@ from .mlp_epochs import IMPLS as _IMPLS
 
 TITLE = "digits MLP 64-64-10, Adam, batch 100"
 UNIT = "epoch"
-IMPLS = ("chainrule", "captured", "torch", "sklearn", "numpy")
+IMPLS = ("chainrule", "captured", "torch", "sklearn", "numpy", "floor")
 STEPS = 2
 RTOL = 1e-3
 ACC_EPOCHS = 200  # WORKLOADS.md's figure; --epochs overrides
