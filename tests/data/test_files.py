@@ -128,6 +128,24 @@ def test_npz_and_npy(tmp_path):
         load_file(tmp_path / "nan.npz")
 
 
+@pytest.mark.parametrize(
+    "test, match",
+    [
+        ({"x_test": [[1.0, np.nan]], "y_test": [0]}, "test sample 0 has a NaN or infinite input"),
+        ({"x_test": np.ones((2, 3)), "y_test": [0, 1]}, r"test samples have shape \(3,\), training samples \(2,\)"),
+        ({"x_test": np.ones((2, 2)), "y_test": [0]}, "x_test has 2 samples but y_test has 1"),
+        ({"x_test": np.ones((2, 2))}, "found an array 'x_test' but no 'y_test'"),
+        ({"x_test": np.array([["a", "b"]]), "y_test": [0]}, "array 'x_test' has dtype <U1"),
+    ],
+)
+def test_npz_test_split_checked_like_the_training_split(tmp_path, test, match):
+    """A NaN, a wrong width or a lone x_test in the test arrays is an error naming the file, not a NaN test loss."""
+    np.savez(tmp_path / "t.npz", x=np.ones((4, 2)), y=np.array([0, 1, 1, 0]), **test)
+    with pytest.raises(DataError, match=match) as e:
+        load_file(tmp_path / "t.npz")
+    assert "t.npz" in str(e.value)
+
+
 cells = st.one_of(
     st.sampled_from(["", "1", "-2.5", "nan", "inf", "NA", "abc", "1e400", " 3 ", '"4"', "x,y", "0", "7"]),
     st.text(max_size=4),

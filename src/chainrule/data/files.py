@@ -211,25 +211,29 @@ def load_array_file(path: str | os.PathLike, target: int | str | None = -1, task
     if "x" not in lower or "y" not in lower:
         raise DataError(f"{path}: expected arrays named 'x' and 'y', found {sorted(arrays)}")
     x, y = arrays[lower["x"]], arrays[lower["y"]]
-    for name, a in (("x", x), ("y", y)):
-        if a.dtype.kind not in "biuf":
-            raise DataError(f"{path}: array {name!r} has dtype {a.dtype}, expected numbers")
+    for name in ("x", "y", "x_test", "y_test"):
+        if name in lower and arrays[lower[name]].dtype.kind not in "biuf":
+            raise DataError(f"{path}: array {name!r} has dtype {arrays[lower[name]].dtype}, expected numbers")
     bundle = _bundle_from_arrays(path, x, y, task)
-    if "x_test" in lower and "y_test" in lower:
-        test = _bundle_from_arrays(path, arrays[lower["x_test"]], arrays[lower["y_test"]], bundle.task, bundle.classes)
+    if ("x_test" in lower) != ("y_test" in lower):
+        have, lack = ("x_test", "y_test") if "x_test" in lower else ("y_test", "x_test")
+        raise DataError(f"{path}: found an array {have!r} but no {lack!r}; a test split needs both")
+    if "x_test" in lower:
+        xt, yt = arrays[lower["x_test"]], arrays[lower["y_test"]]
+        test = _bundle_from_arrays(path, xt, yt, bundle.task, bundle.classes, "_test")
         bundle.x_test, bundle.y_test = test.x, test.y
     return bundle.check()
 
 
 def _bundle_from_arrays(
-    path: str, x: np.ndarray, y: np.ndarray, task: str | None, classes: list | None = None
+    path: str, x: np.ndarray, y: np.ndarray, task: str | None, classes: list | None = None, suffix: str = ""
 ) -> DataBundle:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x.reshape(-1, 1)
     y = np.asarray(y)
     if len(x) != len(y):
-        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+        raise DataError(f"{path}: x{suffix} has {len(x)} samples but y{suffix} has {len(y)}")
     if task is None:
         integral = y.dtype.kind in "biu" or (y.ndim == 1 and np.all(np.isfinite(y)) and np.all(y == np.round(y)))
         task = "classification" if y.ndim == 1 and integral and len(np.unique(y)) <= MAX_CLASSES else "regression"
