@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -144,6 +146,17 @@ def test_npz_test_split_checked_like_the_training_split(tmp_path, test, match):
     with pytest.raises(DataError, match=match) as e:
         load_file(tmp_path / "t.npz")
     assert "t.npz" in str(e.value)
+
+
+def test_npz_float_labels_beyond_int64_are_not_classes(tmp_path):
+    """1e30 is integral but not an int64: it read as class -2**63 (the cast overflowed); now it is regression."""
+    np.savez(tmp_path / "b.npz", x=np.ones((4, 2)), y=np.array([0, 1e30, 0, 1]))
+    b = load_file(tmp_path / "b.npz")
+    assert b.task == "regression" and b.y.ravel().tolist() == [0, np.float32(1e30), 0, 1]
+    for y, bad in (([0, 1e30, 0, 1], "1e+30"), ([0, 1.5, 0, 1], "1.5"), ([0, np.nan, 0, 1], "nan")):
+        np.savez(tmp_path / "c.npz", x=np.ones((4, 2)), y=np.array(y))
+        with pytest.raises(DataError, match=re.escape(f"c.npz: y[1]: classification label {bad} is not an integer")):
+            load_file(tmp_path / "c.npz", task="classification")
 
 
 cells = st.one_of(

@@ -225,6 +225,12 @@ def load_array_file(path: str | os.PathLike, target: int | str | None = -1, task
     return bundle.check()
 
 
+def _whole(y: np.ndarray) -> np.ndarray:
+    """Float labels (N,) -> (N,) bool: an integer that int64 holds exactly (|y| <= 2**53), not NaN/inf."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(y) & (y == np.round(y)) & (np.abs(y) <= 2.0**53)
+
+
 def _bundle_from_arrays(
     path: str, x: np.ndarray, y: np.ndarray, task: str | None, classes: list | None = None, suffix: str = ""
 ) -> DataBundle:
@@ -235,14 +241,16 @@ def _bundle_from_arrays(
     if len(x) != len(y):
         raise DataError(f"{path}: x{suffix} has {len(x)} samples but y{suffix} has {len(y)}")
     if task is None:
-        integral = y.dtype.kind in "biu" or (y.ndim == 1 and np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+        integral = y.dtype.kind in "biu" or (y.ndim == 1 and np.all(_whole(y)))
         task = "classification" if y.ndim == 1 and integral and len(np.unique(y)) <= MAX_CLASSES else "regression"
     if task == "classification":
         if y.ndim != 1:
             raise DataError(f"{path}: classification labels y must be 1-D, got shape {y.shape}")
         if y.dtype.kind == "f":
-            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-                raise DataError(f"{path}: classification labels must be integers")
+            bad = np.flatnonzero(~_whole(y))
+            if bad.size:
+                i = int(bad[0])
+                raise DataError(f"{path}: y{suffix}[{i}]: classification label {float(y[i])} is not an integer")
             y = y.astype(np.int64)
         vals = [int(v) for v in y.tolist()]
         if classes is None:
