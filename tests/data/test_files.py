@@ -71,6 +71,17 @@ def test_errors_name_file_row_column(tmp_path, text, match):
     assert str(p) in str(e.value)
 
 
+@pytest.mark.parametrize("bad", ["inf", "abc", "1,5"])
+def test_numeric_target_with_one_odd_cell_is_an_error_not_text_classes(tmp_path, bad):
+    """A regression column with one 'inf' or typo became a classification with every value a class."""
+    p = write(tmp_path, f"a;y\n1;0.5\n2;0.25\n3;{bad}\n4;1.75\n")
+    with pytest.raises(DataError, match=rf"row 4, column 2 \('y'\): target '{bad}' is not a finite number") as e:
+        load_csv(p)
+    assert str(p) in str(e.value) and "--task classification" in str(e.value)
+    b = load_csv(p, task="classification")
+    assert [b.classes[i] for i in b.y] == ["0.5", "0.25", bad, "1.75"]
+
+
 def test_unknown_target_and_bad_index(tmp_path):
     p = write(tmp_path, "a,b,y\n1,2,0\n3,4,1\n")
     with pytest.raises(DataError, match="no target column 'price' \\(a, b, y\\)"):

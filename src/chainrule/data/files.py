@@ -156,6 +156,12 @@ def load_csv(
     nums = [_number(c) for c in cells]
     numeric = all(v is not None and math.isfinite(v) for v in nums)
     integral = numeric and all(float(v).is_integer() for v in nums)
+    if task is None and not numeric and any(v is not None and math.isfinite(v) for v in nums):
+        line, c = next((ln, c) for (ln, _), c, v in zip(body, cells, nums) if v is None or not math.isfinite(v))
+        raise DataError(
+            f"{path}: row {line}, {colname(tcol)}: target {c[:40]!r} is not a finite number, the others are numbers; "
+            "fix the cell, or give task 'classification' (--task classification) to read every label as text"
+        )
     if task is None:
         task = "classification" if (not numeric or (integral and len(set(nums)) <= MAX_CLASSES)) else "regression"
     if task == "regression":
