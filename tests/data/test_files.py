@@ -120,6 +120,15 @@ def test_prediction_inputs_match_by_name(tmp_path):
     assert b.x.tolist() == [[1, 2], [3, 4]]
 
 
+def test_repeated_column_name_refused(tmp_path):
+    """Inputs matched by name read column 'a' twice: the second 'a' was silently replaced by the first."""
+    p = write(tmp_path, "a,a,y\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"d.csv: column 2 has the same name 'a' as column 1"):
+        load_csv(p)
+    with pytest.raises(DataError, match="column 2 has the same name 'a'"):
+        load_csv(p, target=None, feature_names=["a", "a"])
+
+
 def test_npz_and_npy(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.ones((4, 3)), y=np.array([0, 1, 1, 0]), x_test=np.ones((2, 3)), y_test=[1, 0])
     b = load_array_file(tmp_path / "d.npz")

@@ -113,6 +113,9 @@ def load_csv(
         if header and second is not None and all(_number(c.strip()) is None for c in second):
             header = all(nonnum)
     names = [c.strip() for c in rows[0][1]] if header else [str(j) for j in range(ncol)]
+    if len(set(names)) < ncol:  # a name picks one column (target, prediction inputs): it must be unique
+        j = next(j for j in range(ncol) if names[j] in names[:j])
+        raise DataError(f"{path}: column {j + 1} has the same name {names[j]!r} as column {names.index(names[j]) + 1}")
     body = rows[1:] if header else rows
     if not body:
         raise DataError(f"{path}: no data rows after the header")
