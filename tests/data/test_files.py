@@ -150,6 +150,16 @@ def test_npz_and_npy(tmp_path):
         load_file(tmp_path / "nan.npz")
 
 
+@pytest.mark.parametrize("name", ["t.npz", "t.npy"])
+def test_text_file_named_npz_is_not_a_numpy_file(tmp_path, name):
+    """np.load takes any other file for a pickle: the message said it contains Python objects."""
+    with pytest.raises(DataError, match=re.escape(f"{name}: not a NumPy .npy/.npz file (it starts with b'a,b,y")):
+        load_file(write(tmp_path, "a,b,y\n1,2,0\n", name))
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(DataError, match="dir.npz: is a directory"):
+        load_file(tmp_path / "dir.npz")
+
+
 @pytest.mark.parametrize(
     "test, match",
     [

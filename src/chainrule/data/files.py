@@ -196,6 +196,15 @@ def load_array_file(path: str | os.PathLike, target: int | str | None = -1, task
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a data file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not magic.startswith((b"PK", b"\x93NUMPY")):  # np.load would unpickle anything else
+        raise DataError(f"{path}: not a NumPy .npy/.npz file (it starts with {magic!r})")
+    try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
