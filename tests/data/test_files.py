@@ -82,6 +82,12 @@ def test_numeric_target_with_one_odd_cell_is_an_error_not_text_classes(tmp_path,
     assert [b.classes[i] for i in b.y] == ["0.5", "0.25", bad, "1.75"]
 
 
+def test_wrong_delimiter_is_named(tmp_path):
+    p = write(tmp_path, "a;b;y\n1;2;0\n3;4;1\n")
+    with pytest.raises(DataError, match="no input columns besides the target .each row is one field when split at ','"):
+        load_csv(p, delimiter=",")
+
+
 def test_unknown_target_and_bad_index(tmp_path):
     p = write(tmp_path, "a,b,y\n1,2,0\n3,4,1\n")
     with pytest.raises(DataError, match="no target column 'price' \\(a, b, y\\)"):

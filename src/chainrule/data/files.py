@@ -135,7 +135,8 @@ def load_csv(
         tcol = _resolve_target(target, names, path, header)
         fcols = [j for j in range(ncol) if j != tcol]
     if not fcols:
-        raise DataError(f"{path}: no input columns besides the target")
+        hint = f" (each row is one field when split at {delim!r}: is that the file's delimiter?)" if ncol == 1 else ""
+        raise DataError(f"{path}: no input columns besides the target{hint}")
     x = np.empty((len(body), len(fcols)), dtype=np.float32)
     for i, (line, r) in enumerate(body):
         for k, j in enumerate(fcols):
