@@ -135,6 +135,15 @@ def test_repeated_column_name_refused(tmp_path):
         load_csv(p, target=None, feature_names=["a", "a"])
 
 
+def test_prediction_header_sharing_only_some_names_is_an_error(tmp_path):
+    """Columns b, c for a model of a, b were read by position: b fed as a, c as b."""
+    p = write(tmp_path, "b,c\n2,5\n4,6\n")
+    with pytest.raises(DataError, match=r"d.csv: no column 'a' of the model's inputs \['a', 'b'\]"):
+        load_csv(p, target=None, feature_names=["a", "b"])
+    b = load_csv(write(tmp_path, "u,v\n2,5\n", "e.csv"), target=None, feature_names=["a", "b"])
+    assert b.x.tolist() == [[2, 5]]  # no name in common: by position, as a file without a header
+
+
 def test_npz_and_npy(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.ones((4, 3)), y=np.array([0, 1, 1, 0]), x_test=np.ones((2, 3)), y_test=[1, 0])
     b = load_array_file(tmp_path / "d.npz")

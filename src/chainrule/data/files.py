@@ -131,6 +131,9 @@ def load_csv(
         fcols = list(range(ncol))
         if feature_names is not None and header and all(n in names for n in feature_names):
             fcols = [names.index(n) for n in feature_names]
+        elif feature_names is not None and header and any(n in names for n in feature_names):
+            lack = [n for n in feature_names if n not in names]
+            raise DataError(f"{path}: no column {lack[0]!r} of the model's inputs {feature_names} (header: {names})")
     else:
         tcol = _resolve_target(target, names, path, header)
         fcols = [j for j in range(ncol) if j != tcol]
