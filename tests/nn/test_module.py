@@ -159,6 +159,9 @@ def test_load_state_dict_strictness_and_errors() -> None:
     bad["0.weight"] = np.zeros((3, 2)) + 5
     with pytest.raises(ChainruleError, match=r"'0.weight' has shape \(3, 2\) in the state dict but \(2, 3\)"):
         m.load_state_dict(bad)
+    bad = {**sd, "1.running_mean": np.array(["a", "b"])}  # after 0.weight, 0.bias, 1.weight, 1.bias in order
+    with pytest.raises(ChainruleError, match=r"'1.running_mean' has dtype <U1, not numbers"):
+        m.load_state_dict({k: v + 1 if v.dtype.kind == "f" else v for k, v in bad.items()})
     for k, v in m.state_dict().items():  # nothing changed by the failed loads
         np.testing.assert_array_equal(v, before[k])
     # a torch state dict for a different architecture is rejected with the key names

@@ -331,6 +331,10 @@ class Module:
                     f"load_state_dict for {type(self).__name__}: '{k}' has shape {arrays[k].shape} "
                     f"in the state dict but {t.shape} in the model"
                 )
+            if k in arrays and arrays[k].dtype.kind not in "biufc":  # checked here: a failed cast would half-load
+                raise ModelFileError(
+                    f"load_state_dict for {type(self).__name__}: '{k}' has dtype {arrays[k].dtype}, not numbers"
+                )
         with no_grad():
             for k, t in own.items():
                 if k in arrays:
