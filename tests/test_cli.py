@@ -311,6 +311,21 @@ def test_run_with_only_a_checkpoint_evaluates_and_regression_plot(in_tmp, capsys
     assert code == 2 and "shape" in one_error_line(err)
 
 
+@pytest.mark.parametrize("text", ["{not json", "[]"])
+def test_damaged_config_json_of_a_run_is_one_error_line(in_tmp, capsys, text):
+    """evaluate, explain --run and a checkpoint's evaluate printed a JSONDecodeError traceback; --resume a TypeError."""
+    assert run(capsys, "train", "--data", "xor", "--epochs", "1", "--out", "r", "-q", "--no-plot")[0] == 0
+    Path("r/config.json").write_text(text)
+    for argv in (
+        ["evaluate", "r"],
+        ["evaluate", "r/checkpoint.safetensors", "--data", "xor"],
+        ["explain", "--run", "r"],
+        ["train", "--resume", "r", "--epochs", "2"],
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "r/config.json: unreadable" in one_error_line(err), argv
+
+
 def test_bare_install_without_extras(in_tmp, capsys, monkeypatch):
     """Without safetensors/matplotlib/tqdm/scikit-learn the default job still runs (weights as .npz)."""
     for mod in ("safetensors", "safetensors.numpy", "matplotlib", "tqdm", "sklearn", "sklearn.datasets"):

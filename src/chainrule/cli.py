@@ -286,7 +286,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .data import load_csv
     from .errors import DataError
-    from .job import load_bundle, load_trained, prepare, prepare_inputs, validate_config
+    from .job import load_bundle, load_trained, prepare, prepare_inputs, read_run_config, validate_config
     from .train import evaluate
 
     model, meta, loss_fn = load_trained(args.model)
@@ -295,7 +295,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         run = Path(args.model)
         if not (run.is_dir() and (run / "config.json").exists()):
             raise ConfigError("--data is required unless RUN_OR_MODEL is a run directory")
-        cfg = validate_config(json.loads((run / "config.json").read_text()), f"{run}/config.json")
+        cfg = validate_config(read_run_config(run), f"{run}/config.json")
         prep = prepare(cfg)
         x, y = prep.test or prep.val or prep.train
         source = f"{cfg['data']} (test split)"
