@@ -326,6 +326,18 @@ def test_damaged_config_json_of_a_run_is_one_error_line(in_tmp, capsys, text):
         assert code == 2 and "r/config.json: unreadable" in one_error_line(err), argv
 
 
+def test_evaluate_run_whose_config_json_does_not_match_its_model(in_tmp, capsys):
+    """An edited config.json evaluated the model on other data, or on a split holding training rows, without a word."""
+    assert run(capsys, "train", "--data", "moons", "--epochs", "1", "--out", "r", "-q", "--no-plot")[0] == 0
+    cfg = json.loads(Path("r/config.json").read_text())
+    for key, value, what in (("data", "xor", "data 'xor', the model 'moons'"), ("seed", 7, "another split")):
+        Path("r/config.json").write_text(json.dumps({**cfg, key: value}))
+        code, _, err = run(capsys, "evaluate", "r")
+        assert code == 2 and f"r/config.json does not match the run's model ({what}" in one_error_line(err)
+    Path("r/config.json").write_text(json.dumps(cfg))
+    assert run(capsys, "evaluate", "r")[0] == 0
+
+
 def test_bare_install_without_extras(in_tmp, capsys, monkeypatch):
     """Without safetensors/matplotlib/tqdm/scikit-learn the default job still runs (weights as .npz)."""
     for mod in ("safetensors", "safetensors.numpy", "matplotlib", "tqdm", "sklearn", "sklearn.datasets"):

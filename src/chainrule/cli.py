@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ChainruleError, ConfigError
+from .errors import ChainruleError, ConfigError, ModelFileError
 
 EPILOG = """examples:
   chainrule train                        train the default MLP on the digits dataset (under a minute)
@@ -297,6 +297,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError("--data is required unless RUN_OR_MODEL is a run directory")
         cfg = validate_config(read_run_config(run), f"{run}/config.json")
         prep = prepare(cfg)
+        scaler, saved = (prep.scaler.to_dict() if prep.scaler else None), meta.get("scaler")
+        same_split = "scaler" not in meta or (
+            (saved is None) == (scaler is None)
+            and (saved is None or all(np.allclose(saved[k], scaler[k], rtol=1e-6) for k in ("mean", "std")))
+        )
+        data = meta.get("data", cfg["data"])
+        if data != cfg["data"] or not same_split:
+            what = f"data {cfg['data']!r}, the model {data!r}" if data != cfg["data"] else "another split or scaling"
+            raise ModelFileError(f"{run}/config.json does not match the run's model ({what}): was it edited?")
         x, y = prep.test or prep.val or prep.train
         source = f"{cfg['data']} (test split)"
     else:

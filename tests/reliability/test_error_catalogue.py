@@ -57,6 +57,11 @@ def _damaged(name, how):
     return name
 
 
+def _edited_config():
+    Path("r/config.json").write_text(Path("r/config.json").read_text().replace('"seed": 0', '"seed": 3'))
+    return ["evaluate", "r"]
+
+
 def _flip(raw):
     raw[-3] ^= 0x10
     return raw
@@ -210,6 +215,7 @@ CASES = {
         2,
     ),
     "the model spec needs": (lambda mp: ["evaluate", _model_file("shape.npz", _wrong_shape)], 2),
+    "does not match the run's model": (lambda mp: _edited_config(), 2),
     "not a chainrule file": (lambda mp: ["evaluate", (np.savez("plain.npz", w=np.zeros(2)), "plain.npz")[1]], 2),
     "diverged at epoch": (
         [*T, "--data", "sine", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "5", "--no-standardize"],
