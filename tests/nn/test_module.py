@@ -164,6 +164,9 @@ def test_load_state_dict_strictness_and_errors() -> None:
         m.load_state_dict({k: v + 1 if v.dtype.kind == "f" else v for k, v in bad.items()})
     for k, v in m.state_dict().items():  # nothing changed by the failed loads
         np.testing.assert_array_equal(v, before[k])
+    for other in (nn.Linear(3, 2), "m.safetensors", [np.ones(2)]):  # PyTorch: "Expected state_dict to be dict-like"
+        with pytest.raises(ChainruleError, match=r"expected a dict of arrays, got (Linear|str|list)"):
+            m.load_state_dict(other)
     # a torch state dict for a different architecture is rejected with the key names
     with pytest.raises(ChainruleError, match="missing keys"):
         nn.Linear(3, 2).load_state_dict(torch.nn.Linear(3, 2, bias=False).state_dict())

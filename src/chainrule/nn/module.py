@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -313,6 +313,11 @@ class Module:
         either being non-empty is a ModelFileError, as is any shape mismatch. Nothing is changed
         unless every check passes. Values are converted to each parameter's or buffer's dtype.
         """
+        if not isinstance(state_dict, Mapping):  # e.g. a model, or a path: PyTorch's TypeError, with the way out
+            raise ModelFileError(
+                f"load_state_dict for {type(self).__name__}: expected a dict of arrays, got {type(state_dict).__name__}"
+                " (a model's is model.state_dict(); a file is read by chainrule.load(path))"
+            )
         own = dict(self._state_items())
         arrays = {}
         for k, v in state_dict.items():
