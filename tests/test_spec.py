@@ -168,6 +168,22 @@ def test_parse_scheduler_forms() -> None:
         parse_scheduler({"step_size": 3})
 
 
+def test_scheduler_option_that_is_not_a_number_refused_before_training() -> None:
+    """step_size=x built a StepLR that raised TypeError at its first step, mid-training, leaving a partial run."""
+    from chainrule import nn, optim
+    from chainrule.spec import make_scheduler
+
+    opt = optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    for spec, match in [
+        ("step:step_size=x", "scheduler StepLR: option 'step_size' must be a number, got 'x'"),
+        ({"name": "exponential", "gamma": "0.9"}, "option 'gamma' must be a number, got '0.9'"),
+        ("multistep:milestones=2/a", r"option 'milestones' must be a number, got \['2/a'\]"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            make_scheduler(spec, opt, epochs=4)
+    assert make_scheduler("plateau:mode=max", opt, epochs=4).mode == "max"  # a word where the option takes one
+
+
 def test_make_scheduler_matches_torch_schedule() -> None:
     import torch
 

@@ -423,6 +423,9 @@ def make_scheduler(spec: str | dict[str, Any], optimizer: Any, epochs: int) -> A
         if k not in sig or k in ("self", "optimizer"):
             known = ", ".join(p for p in sig if p not in ("self", "optimizer", "last_epoch"))
             raise ConfigError(f"scheduler {cls.__name__} has no option {k!r} (options: {known})")
+        items = opts[k] if isinstance(opts[k], list) else [opts[k]]
+        if "str" not in str(sig[k].annotation) and any(isinstance(v, str) for v in items):  # else fails mid-training
+            raise ConfigError(f"scheduler {cls.__name__}: option {k!r} must be a number, got {opts[k]!r}")
     try:
         return cls(optimizer, **opts)
     except (TypeError, ValueError) as e:

@@ -179,6 +179,7 @@ CASES = {
     "has no option 'momentum'": ([*TX, "--optimizer", "adam", "--momentum", "0.9"], 2),
     "unknown scheduler": ([*TX, "--scheduler", "cosin"], 2),
     "has no option 'gama'": ([*TX, "--scheduler", "step:gama=0.5"], 2),
+    "option 'step_size' must be a number": ([*TX, "--scheduler", "step:step_size=x"], 2),
     "needs a function or per-batch steps": ([*TX, "--scheduler", "onecycle"], 2),
     "unknown activation": ([*TX, "--activation", "nope"], 2),
     "delimiter must be one character": ([*T, "--data", "ok.csv", "--delimiter", "ab"], 2),
