@@ -338,6 +338,15 @@ def test_evaluate_run_whose_config_json_does_not_match_its_model(in_tmp, capsys)
     assert run(capsys, "evaluate", "r")[0] == 0
 
 
+def test_config_file_errors_name_the_file(in_tmp, capsys):
+    """A bad value in job.toml was reported as 'config: epochs must be >= 0', not naming the file."""
+    for text, match in (("epochs = -3", "epochs must be >= 0"), ("lerning_rate = 0.1", "unknown key 'lerning_rate'")):
+        Path("job.toml").write_text(f'data = "xor"\n{text}\n')
+        code, _, err = run(capsys, "train", "job.toml", "-q", "--no-plot")
+        assert code == 2 and f"job.toml: {match}" in one_error_line(err)
+    assert not Path("runs").exists()
+
+
 def test_bare_install_without_extras(in_tmp, capsys, monkeypatch):
     """Without safetensors/matplotlib/tqdm/scikit-learn the default job still runs (weights as .npz)."""
     for mod in ("safetensors", "safetensors.numpy", "matplotlib", "tqdm", "sklearn", "sklearn.datasets"):

@@ -217,7 +217,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, comm: Any) -> int:
-    from .job import run_training
+    from .job import run_training, validate_config
     from .spec import read_config_file
 
     cfg: dict[str, Any] = {}
@@ -248,6 +248,8 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             {"epochs": cfg.get("epochs")}, resume_dir=args.resume, quiet=args.quiet, distributed=comm
         )
     else:
+        if args.config:  # its errors name the file (run_training's would say "config")
+            validate_config(cfg, args.config)
         summary = run_training(cfg, quiet=args.quiet, distributed=comm)
     if comm is not None and not comm.is_main:
         return 0
