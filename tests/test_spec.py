@@ -74,6 +74,10 @@ def test_bad_specs(spec, match):
 def test_unknown_activation_and_missing_file():
     with pytest.raises(ConfigError, match="unknown activation 'swishy'"):
         build_model("mlp:4", 3, 2, activation="swishy")
+    for layer in ("linear", "dropout", "sequential", "mseloss"):  # layers, not activations: Linear was inserted
+        with pytest.raises(ConfigError, match=rf"unknown activation '{layer}' \(known: ELU, GELU, Identity, "):
+            build_model("mlp:4", 3, 2, activation=layer)
+    assert isinstance(build_model("mlp:4", 3, 2, activation="none")[2], nn.Identity)
     with pytest.raises(ConfigError, match="no such file"):
         parse_spec("nothere.toml")
 

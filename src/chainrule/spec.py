@@ -18,6 +18,7 @@ import inspect
 import json
 import math
 import os
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -75,8 +76,11 @@ def find_class(name: Any, namespace: Any, base: type, what: str) -> type:
 
 
 def activation_class(name: str) -> type:
-    aliases = {"leakyrelu": "LeakyReLU", "gelu": "GELU", "relu": "ReLU", "elu": "ELU", "selu": "SELU"}
-    return find_class(aliases.get(_norm(name), name), nn, nn.Module, "activation")
+    """A class of chainrule.nn.activation, or Identity ('identity'/'none': no activation)."""
+    aliases = {"leakyrelu": "LeakyReLU", "gelu": "GELU", "relu": "ReLU", "elu": "ELU", "none": "Identity"}
+    acts = {k: v for k, v in vars(nn.activation).items() if getattr(v, "__module__", "") == nn.activation.__name__}
+    acts["Identity"] = nn.Identity
+    return find_class(aliases.get(_norm(name), name), SimpleNamespace(**acts), nn.Module, "activation")
 
 
 # ----------------------------------------------------------------------------- parsing
