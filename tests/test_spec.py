@@ -86,6 +86,8 @@ def test_losses_and_optimizers_by_name():
     m = build_model("mlp:4", 3, 2)
     assert isinstance(make_loss(None, "classification"), nn.CrossEntropyLoss)
     assert isinstance(make_loss("mse", "classification"), nn.MSELoss)
+    with pytest.raises(ConfigError, match=r"^unknown loss 'nope' \(known: BCELoss, BCEWithLogitsLoss, CrossE"):
+        make_loss("nope", "regression")  # it said 'nopeLoss' and listed every layer as a loss
     assert isinstance(make_optimizer("adamw", m.parameters(), lr=0.1), optim.AdamW)
     o = make_optimizer("SGD", m.parameters(), lr=0.1, momentum=0.9)
     assert o.param_groups[0]["momentum"] == 0.9

@@ -358,7 +358,10 @@ def make_loss(name: str | None, task: str) -> nn.Module:
     if name is None:
         name = "cross_entropy" if task == "classification" else "mse"
     key = LOSSES.get(_norm(name), name)
-    cls = find_class(key if _norm(key).endswith("loss") else key + "Loss", nn, nn.Module, "loss")
+    try:
+        cls = find_class(key if _norm(key).endswith("loss") else key + "Loss", nn.loss, nn.Module, "loss")
+    except ConfigError as e:  # named as given, not with the "Loss" appended
+        raise ConfigError(f"unknown loss {name!r} ({str(e).partition(' (')[2]}") from None
     return cls()
 
 
