@@ -115,6 +115,17 @@ def test_encoding_nul_missing_file_directory(tmp_path):
         load_csv(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["d.json", "d.xlsx", "d.csv.gz"])
+def test_other_formats_are_named_not_parsed_as_csv(tmp_path, name):
+    """A JSON file was read as CSV: 'no data rows after the header'; an .xlsx: 'not UTF-8 text'."""
+    p = write(tmp_path, b'[{"a": 1, "y": 0}]\n', name, mode="wb")
+    for load in (load_file, lambda p: load_csv(p, target=None)):  # training, and predict's input
+        with pytest.raises(
+            DataError, match=rf"{name}: a \.(json|xlsx|gz) file; chainrule reads CSV text, .npz and .npy"
+        ):
+            load(p)
+
+
 def test_single_class_refused(tmp_path):
     with pytest.raises(DataError, match="at least two classes"):
         load_file(write(tmp_path, "a,y\n1,0\n2,0\n"))

@@ -14,6 +14,7 @@ from ..errors import DataError
 from .bundle import DataBundle, encode_labels
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
+NOT_CSV = {".json", ".jsonl", ".xlsx", ".xls", ".ods", ".parquet", ".feather", ".pkl", ".pickle", ".h5", ".hdf5", ".gz"}
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is inferred as classification
 
 
@@ -85,6 +86,11 @@ def load_csv(
     feature_names: with target=None, the model's input columns; a CSV with a header is matched by name.
     """
     path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext in NOT_CSV:  # else read as CSV, with an error about its rows that would mislead
+        raise DataError(
+            f"{path}: a {ext} file; chainrule reads CSV text, .npz and .npy (convert it, e.g. pandas' to_csv)"
+        )
     text = _read_text(path)
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
