@@ -64,6 +64,11 @@ def test_same_seed_same_weights():
         ("[1, 2", "not valid JSON"),
         ([{"type": "Linear", "out_features": 5}], "output shape"),
         ([{"type": "Linear", "out_features": -2}], "layer 0"),
+        # text, a bool or a float for a number or flag option was built (bias "false" meant a bias) or failed unnamed
+        ([{"type": "Linear", "out_features": 2, "bias": "false"}], "layer 0 .Linear.: option 'bias' must be bool"),
+        ([{"type": "Linear", "out_features": "2"}], "option 'out_features' must be int, got '2'"),
+        ([{"type": "Linear", "out_features": True}], "option 'out_features' must be int, got True"),
+        ([{"type": "Dropout", "p": "0.5"}, {"type": "Linear"}], r"layer 0 \(Dropout\): option 'p' must be float"),
     ],
 )
 def test_bad_specs(spec, match):

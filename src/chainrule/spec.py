@@ -18,6 +18,7 @@ import inspect
 import json
 import math
 import os
+from numbers import Integral, Real
 from types import SimpleNamespace
 from typing import Any
 
@@ -222,6 +223,14 @@ def _make_layer(i: int, layer: dict[str, Any], generator: Generator | None, dtyp
     if unknown:
         allowed = [k for k in params if k not in ("self", "generator", "dtype", "args", "kwargs")]
         raise ConfigError(f"model spec layer {i} ({cls.__name__}): unknown option {unknown[0]!r} (options: {allowed})")
+    for k, v in kwargs.items():  # a bool/int/float option given text: bias = "false" was true
+        want = str(params[k].annotation) if k in params else ""
+        base = want.removesuffix(" | None")
+        ok = {"bool": (bool, np.bool_), "int": (Integral,), "float": (Real,)}.get(base)
+        if ok is None or v is None and base != want:
+            continue
+        if not isinstance(v, ok) or isinstance(v, bool | np.bool_) != (base == "bool"):
+            raise ConfigError(f"model spec layer {i} ({cls.__name__}): option {k!r} must be {want}, got {v!r}")
     extra = {}
     if ("generator" in params or has_var_kw) and generator is not None:
         extra["generator"] = generator
