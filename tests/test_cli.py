@@ -326,6 +326,14 @@ def test_damaged_config_json_of_a_run_is_one_error_line(in_tmp, capsys, text):
         assert code == 2 and "r/config.json: unreadable" in one_error_line(err), argv
 
 
+def test_checkpoint_without_its_run_directory(in_tmp, capsys):
+    assert run(capsys, "train", "--data", "xor", "--epochs", "1", "--out", "r", "-q", "--no-plot")[0] == 0
+    os.mkdir("lone")
+    os.replace("r/checkpoint.safetensors", "lone/ck.safetensors")
+    code, _, err = run(capsys, "evaluate", "lone/ck.safetensors", "--data", "xor")
+    assert code == 2 and "lone: not a run directory (no config.json)" in one_error_line(err)
+
+
 def test_evaluate_run_whose_config_json_does_not_match_its_model(in_tmp, capsys):
     """An edited config.json evaluated the model on other data, or on a split holding training rows, without a word."""
     assert run(capsys, "train", "--data", "moons", "--epochs", "1", "--out", "r", "-q", "--no-plot")[0] == 0

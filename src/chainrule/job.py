@@ -361,6 +361,8 @@ def read_run_config(run: Path) -> dict[str, Any]:
     """The options saved in RUN/config.json, unvalidated; a damaged file is a ModelFileError naming it."""
     try:
         saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{run}: not a run directory (no config.json)") from None
     except (OSError, ValueError) as e:
         raise ModelFileError(f"{run}/config.json: unreadable ({e})") from None
     if not isinstance(saved, dict):
