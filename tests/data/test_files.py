@@ -88,6 +88,12 @@ def test_wrong_delimiter_is_named(tmp_path):
         load_csv(p, delimiter=",")
 
 
+def test_integer_labels_beyond_float64_stay_distinct(tmp_path):
+    p = write(tmp_path, "a,y\n1,12345678901234567\n2,12345678901234568\n3,2.0\n")
+    b = load_csv(p, task="classification")
+    assert b.classes == [2, 12345678901234567, 12345678901234568] and b.y.tolist() == [1, 2, 0]
+
+
 def test_unknown_target_and_bad_index(tmp_path):
     p = write(tmp_path, "a,b,y\n1,2,0\n3,4,1\n")
     with pytest.raises(DataError, match="no target column 'price' \\(a, b, y\\)"):

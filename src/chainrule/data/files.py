@@ -183,7 +183,8 @@ def load_csv(
             raise DataError(f"{path}: row {line}, {colname(tcol)}: regression target {c[:40]!r} is not a finite number")
         y = np.asarray(nums, dtype=np.float32).reshape(-1, 1)
         return DataBundle(x, y, "regression", name=path, feature_names=fnames, target_name=tname)
-    labels = [int(v) for v in nums] if integral else cells
+    # "12345678901234567" read exactly (float64 would merge it with ...568)
+    labels = [int(c) if c.lstrip("+-").isdigit() else int(v) for c, v in zip(cells, nums)] if integral else cells
     if classes is None:
         y, found = encode_labels(np.array(labels, dtype=object))
     else:
