@@ -145,6 +145,15 @@ def test_load_state_dict_accepts_numpy_chainrule_and_torch_values() -> None:
     assert list(src.state_dict(prefix="enc.")) == ["enc.weight", "enc.bias"]
 
 
+def test_load_state_dict_takes_a_bfloat16_torch_state_dict() -> None:
+    """PyTorch copies bfloat16 into float32 parameters; .numpy() of a bfloat16 tensor raised TypeError."""
+    theirs = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    ours = nn.Linear(3, 2)
+    ours.load_state_dict(theirs.state_dict())
+    assert ours.weight.dtype == np.float32
+    np.testing.assert_array_equal(ours.weight.data, theirs.weight.float().detach().numpy())
+
+
 def test_load_state_dict_strictness_and_errors() -> None:
     m = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     sd = m.state_dict()

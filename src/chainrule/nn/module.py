@@ -322,7 +322,8 @@ class Module:
         arrays = {}
         for k, v in state_dict.items():
             if hasattr(v, "detach") and hasattr(v, "cpu") and not isinstance(v, Tensor):  # a torch tensor
-                v = v.detach().cpu().numpy()
+                v = v.detach().cpu()
+                v = (v.float() if str(v.dtype) == "torch.bfloat16" else v).numpy()  # NumPy has no bfloat16
             arrays[k] = np.asarray(v.data if isinstance(v, Tensor) else v)
         missing = [k for k in own if k not in arrays]
         unexpected = [k for k in arrays if k not in own]
