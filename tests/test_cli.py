@@ -338,7 +338,11 @@ def test_evaluate_run_whose_config_json_does_not_match_its_model(in_tmp, capsys)
     """An edited config.json evaluated the model on other data, or on a split holding training rows, without a word."""
     assert run(capsys, "train", "--data", "moons", "--epochs", "1", "--out", "r", "-q", "--no-plot")[0] == 0
     cfg = json.loads(Path("r/config.json").read_text())
-    for key, value, what in (("data", "xor", "data 'xor', the model 'moons'"), ("seed", 7, "another split")):
+    for key, value, what in (
+        ("data", "xor", "data 'xor', the model 'moons'"),
+        ("seed", 7, "another split"),
+        ("data", "digits", "data 'digits'"),  # 64 columns: comparing the standardizers raised ValueError
+    ):
         Path("r/config.json").write_text(json.dumps({**cfg, key: value}))
         code, _, err = run(capsys, "evaluate", "r")
         assert code == 2 and f"r/config.json does not match the run's model ({what}" in one_error_line(err)

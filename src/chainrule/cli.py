@@ -302,12 +302,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         scaler, saved = (prep.scaler.to_dict() if prep.scaler else None), meta.get("scaler")
         same_split = "scaler" not in meta or (
             (saved is None) == (scaler is None)
-            and (saved is None or all(np.allclose(saved[k], scaler[k], rtol=1e-6) for k in ("mean", "std")))
+            and (saved is None or all(_close(saved[k], scaler[k]) for k in ("mean", "std")))
         )
         data = meta.get("data", cfg["data"])
         if data != cfg["data"] or not same_split:
             what = f"data {cfg['data']!r}, the model {data!r}" if data != cfg["data"] else "another split or scaling"
-            raise ModelFileError(f"{run}/config.json does not match the run's model ({what}): was it edited?")
+            raise ModelFileError(
+                f"{run}/config.json does not match the run's model ({what}): was it, or the data, changed?"
+            )
         x, y = prep.test or prep.val or prep.train
         source = f"{cfg['data']} (test split)"
     else:
@@ -331,6 +333,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{source}: {len(x)} samples  " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
     return 0
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Two saved standardizer vectors: the same length and values (to rounding across machines)."""
+    import numpy as np
+
+    return np.shape(a) == np.shape(b) and np.allclose(a, b, rtol=1e-6)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
