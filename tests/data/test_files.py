@@ -210,6 +210,16 @@ def test_npz_test_split_checked_like_the_training_split(tmp_path, test, match):
     assert "t.npz" in str(e.value)
 
 
+def test_npz_labels_as_a_column_are_labels(tmp_path):
+    """y of shape (N, 1) with 0/1 was read as a regression target, so an MLP was fitted to it with MSE."""
+    np.savez(tmp_path / "c.npz", x=np.ones((4, 2)), y=np.array([[0], [1], [1], [0]]))
+    b = load_file(tmp_path / "c.npz")
+    assert b.task == "classification" and b.y.tolist() == [0, 1, 1, 0]
+    np.savez(tmp_path / "r.npz", x=np.ones((4, 2)), y=np.array([[0.5], [1.5], [1.25], [0.0]]))
+    b = load_file(tmp_path / "r.npz")
+    assert b.task == "regression" and b.y.shape == (4, 1)
+
+
 def test_npz_float_labels_beyond_int64_are_not_classes(tmp_path):
     """1e30 is integral but not an int64: it read as class -2**63 (the cast overflowed); now it is regression."""
     np.savez(tmp_path / "b.npz", x=np.ones((4, 2)), y=np.array([0, 1e30, 0, 1]))

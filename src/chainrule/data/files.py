@@ -267,6 +267,8 @@ def _bundle_from_arrays(
     if x.ndim == 1:
         x = x.reshape(-1, 1)
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels is labels (inferred as 2-D regression targets)
+        y = y[:, 0]
     if len(x) != len(y):
         raise DataError(f"{path}: x{suffix} has {len(x)} samples but y{suffix} has {len(y)}")
     if task is None:
