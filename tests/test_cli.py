@@ -311,6 +311,54 @@ def test_run_with_only_a_checkpoint_evaluates_and_regression_plot(in_tmp, capsys
     assert code == 2 and "shape" in one_error_line(err)
 
 
+@pytest.mark.parametrize("text", ["{not json", "[]"])
+def test_damaged_config_json_of_a_run_is_one_error_line(in_tmp, capsys, text):
+    """evaluate, explain --run and a checkpoint's evaluate printed a JSONDecodeError traceback; --resume a TypeError."""
+    assert run(capsys, "train", "--data", "xor", "--epochs", "1", "--out", "r", "-q", "--no-plot")[0] == 0
+    Path("r/config.json").write_text(text)
+    for argv in (
+        ["evaluate", "r"],
+        ["evaluate", "r/checkpoint.safetensors", "--data", "xor"],
+        ["explain", "--run", "r"],
+        ["train", "--resume", "r", "--epochs", "2"],
+    ):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "r/config.json: unreadable" in one_error_line(err), argv
+
+
+def test_checkpoint_without_its_run_directory(in_tmp, capsys):
+    assert run(capsys, "train", "--data", "xor", "--epochs", "1", "--out", "r", "-q", "--no-plot")[0] == 0
+    os.mkdir("lone")
+    os.replace("r/checkpoint.safetensors", "lone/ck.safetensors")
+    code, _, err = run(capsys, "evaluate", "lone/ck.safetensors", "--data", "xor")
+    assert code == 2 and "lone: not a run directory (no config.json)" in one_error_line(err)
+
+
+def test_evaluate_run_whose_config_json_does_not_match_its_model(in_tmp, capsys):
+    """An edited config.json evaluated the model on other data, or on a split holding training rows, without a word."""
+    assert run(capsys, "train", "--data", "moons", "--epochs", "1", "--out", "r", "-q", "--no-plot")[0] == 0
+    cfg = json.loads(Path("r/config.json").read_text())
+    for key, value, what in (
+        ("data", "xor", "data 'xor', the model 'moons'"),
+        ("seed", 7, "another split"),
+        ("data", "digits", "data 'digits'"),  # 64 columns: comparing the standardizers raised ValueError
+    ):
+        Path("r/config.json").write_text(json.dumps({**cfg, key: value}))
+        code, _, err = run(capsys, "evaluate", "r")
+        assert code == 2 and f"r/config.json does not match the run's model ({what}" in one_error_line(err)
+    Path("r/config.json").write_text(json.dumps(cfg))
+    assert run(capsys, "evaluate", "r")[0] == 0
+
+
+def test_config_file_errors_name_the_file(in_tmp, capsys):
+    """A bad value in job.toml was reported as 'config: epochs must be >= 0', not naming the file."""
+    for text, match in (("epochs = -3", "epochs must be >= 0"), ("lerning_rate = 0.1", "unknown key 'lerning_rate'")):
+        Path("job.toml").write_text(f'data = "xor"\n{text}\n')
+        code, _, err = run(capsys, "train", "job.toml", "-q", "--no-plot")
+        assert code == 2 and f"job.toml: {match}" in one_error_line(err)
+    assert not Path("runs").exists()
+
+
 def test_bare_install_without_extras(in_tmp, capsys, monkeypatch):
     """Without safetensors/matplotlib/tqdm/scikit-learn the default job still runs (weights as .npz)."""
     for mod in ("safetensors", "safetensors.numpy", "matplotlib", "tqdm", "sklearn", "sklearn.datasets"):

@@ -64,6 +64,11 @@ def test_same_seed_same_weights():
         ("[1, 2", "not valid JSON"),
         ([{"type": "Linear", "out_features": 5}], "output shape"),
         ([{"type": "Linear", "out_features": -2}], "layer 0"),
+        # text, a bool or a float for a number or flag option was built (bias "false" meant a bias) or failed unnamed
+        ([{"type": "Linear", "out_features": 2, "bias": "false"}], "layer 0 .Linear.: option 'bias' must be bool"),
+        ([{"type": "Linear", "out_features": "2"}], "option 'out_features' must be int, got '2'"),
+        ([{"type": "Linear", "out_features": True}], "option 'out_features' must be int, got True"),
+        ([{"type": "Dropout", "p": "0.5"}, {"type": "Linear"}], r"layer 0 \(Dropout\): option 'p' must be float"),
     ],
 )
 def test_bad_specs(spec, match):
@@ -74,6 +79,10 @@ def test_bad_specs(spec, match):
 def test_unknown_activation_and_missing_file():
     with pytest.raises(ConfigError, match="unknown activation 'swishy'"):
         build_model("mlp:4", 3, 2, activation="swishy")
+    for layer in ("linear", "dropout", "sequential", "mseloss"):  # layers, not activations: Linear was inserted
+        with pytest.raises(ConfigError, match=rf"unknown activation '{layer}' \(known: ELU, GELU, Identity, "):
+            build_model("mlp:4", 3, 2, activation=layer)
+    assert isinstance(build_model("mlp:4", 3, 2, activation="none")[2], nn.Identity)
     with pytest.raises(ConfigError, match="no such file"):
         parse_spec("nothere.toml")
 
@@ -82,6 +91,8 @@ def test_losses_and_optimizers_by_name():
     m = build_model("mlp:4", 3, 2)
     assert isinstance(make_loss(None, "classification"), nn.CrossEntropyLoss)
     assert isinstance(make_loss("mse", "classification"), nn.MSELoss)
+    with pytest.raises(ConfigError, match=r"^unknown loss 'nope' \(known: BCELoss, BCEWithLogitsLoss, CrossE"):
+        make_loss("nope", "regression")  # it said 'nopeLoss' and listed every layer as a loss
     assert isinstance(make_optimizer("adamw", m.parameters(), lr=0.1), optim.AdamW)
     o = make_optimizer("SGD", m.parameters(), lr=0.1, momentum=0.9)
     assert o.param_groups[0]["momentum"] == 0.9
@@ -166,6 +177,22 @@ def test_parse_scheduler_forms() -> None:
         parse_scheduler("step:10")
     with pytest.raises(ConfigError, match="needs a 'name'"):
         parse_scheduler({"step_size": 3})
+
+
+def test_scheduler_option_that_is_not_a_number_refused_before_training() -> None:
+    """step_size=x built a StepLR that raised TypeError at its first step, mid-training, leaving a partial run."""
+    from chainrule import nn, optim
+    from chainrule.spec import make_scheduler
+
+    opt = optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1)
+    for spec, match in [
+        ("step:step_size=x", "scheduler StepLR: option 'step_size' must be a number, got 'x'"),
+        ({"name": "exponential", "gamma": "0.9"}, "option 'gamma' must be a number, got '0.9'"),
+        ("multistep:milestones=2/a", r"option 'milestones' must be a number, got \['2/a'\]"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            make_scheduler(spec, opt, epochs=4)
+    assert make_scheduler("plateau:mode=max", opt, epochs=4).mode == "max"  # a word where the option takes one
 
 
 def test_make_scheduler_matches_torch_schedule() -> None:

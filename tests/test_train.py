@@ -178,6 +178,27 @@ def test_bad_monitor_and_empty_data():
         fit(m, loss, o, (x[:0], y[:0]), epochs=2, quiet=True)
 
 
+def test_nan_or_inf_in_the_data_is_named_before_training():
+    """A NaN input 'diverged at epoch 1 ... try a lower learning rate', after weights of one epoch were changed."""
+    from chainrule.errors import DataError
+
+    x, y = moons()
+    m, loss, o = make()
+    before = weights(m)
+    bad = x.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(DataError, match="train_data: the inputs of sample 7 hold NaN or inf"):
+        fit(m, loss, o, (bad, y), epochs=2, quiet=True)
+    bad[7, 1] = np.inf
+    with pytest.raises(DataError, match="val_data: the inputs of sample 7 hold NaN or inf"):
+        fit(m, loss, o, (x, y), val_data=(bad, y), epochs=2, quiet=True)
+    with pytest.raises(DataError, match="train_data: the targets of sample 3 hold NaN or inf"):
+        t = np.sin(x[:, :1])
+        t[3] = np.nan
+        fit(build_model("mlp:4", 2, 1, seed=0), nn.MSELoss(), o, (x, t), epochs=2, quiet=True)
+    assert same(weights(m), before)
+
+
 def test_early_stopping_on_accuracy_is_maximised():
     x, y = moons()
     m, loss, o = make(lr=0.05)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ChainruleError, ConfigError
+from .errors import ChainruleError, ConfigError, ModelFileError
 
 EPILOG = """examples:
   chainrule train                        train the default MLP on the digits dataset (under a minute)
@@ -217,7 +217,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, comm: Any) -> int:
-    from .job import run_training
+    from .job import run_training, validate_config
     from .spec import read_config_file
 
     cfg: dict[str, Any] = {}
@@ -248,6 +248,8 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
             {"epochs": cfg.get("epochs")}, resume_dir=args.resume, quiet=args.quiet, distributed=comm
         )
     else:
+        if args.config:  # its errors name the file (run_training's would say "config")
+            validate_config(cfg, args.config)
         summary = run_training(cfg, quiet=args.quiet, distributed=comm)
     if comm is not None and not comm.is_main:
         return 0
@@ -286,7 +288,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .data import load_csv
     from .errors import DataError
-    from .job import load_bundle, load_trained, prepare, prepare_inputs, validate_config
+    from .job import load_bundle, load_trained, prepare, prepare_inputs, read_run_config, validate_config
     from .train import evaluate
 
     model, meta, loss_fn = load_trained(args.model)
@@ -295,8 +297,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         run = Path(args.model)
         if not (run.is_dir() and (run / "config.json").exists()):
             raise ConfigError("--data is required unless RUN_OR_MODEL is a run directory")
-        cfg = validate_config(json.loads((run / "config.json").read_text()), f"{run}/config.json")
+        cfg = validate_config(read_run_config(run), f"{run}/config.json")
         prep = prepare(cfg)
+        scaler, saved = (prep.scaler.to_dict() if prep.scaler else None), meta.get("scaler")
+        same_split = "scaler" not in meta or (
+            (saved is None) == (scaler is None)
+            and (saved is None or all(_close(saved[k], scaler[k]) for k in ("mean", "std")))
+        )
+        data = meta.get("data", cfg["data"])
+        if data != cfg["data"] or not same_split:
+            what = f"data {cfg['data']!r}, the model {data!r}" if data != cfg["data"] else "another split or scaling"
+            raise ModelFileError(
+                f"{run}/config.json does not match the run's model ({what}): was it, or the data, changed?"
+            )
         x, y = prep.test or prep.val or prep.train
         source = f"{cfg['data']} (test split)"
     else:
@@ -320,6 +333,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(f"{source}: {len(x)} samples  " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
     return 0
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Two saved standardizer vectors: the same length and values (to rounding across machines)."""
+    import numpy as np
+
+    return np.shape(a) == np.shape(b) and np.allclose(a, b, rtol=1e-6)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:

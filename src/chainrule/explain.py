@@ -833,10 +833,9 @@ def explain_surface(model: Any, loss_fn: Any, x: Tensor, t: Tensor, args: argpar
 
 def _load_saved(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """(float64 model, loss, inputs, targets) of --run / --model-file; data from the run unless given."""
-    import json
     from pathlib import Path
 
-    from .job import load_trained, prepare, prepare_inputs, validate_config
+    from .job import load_trained, prepare, prepare_inputs, read_run_config, validate_config
 
     path = args.run or args.model_file
     model, meta, loss_fn = load_trained(path)
@@ -857,7 +856,7 @@ def _load_saved(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndar
         run = Path(path)
         if not (run.is_dir() and (run / "config.json").exists()):
             raise ConfigError(f"{path}: not a run directory with config.json, so --inputs and --targets are required")
-        cfg = validate_config(json.loads((run / "config.json").read_text()), f"{run}/config.json")
+        cfg = validate_config(read_run_config(run), f"{run}/config.json")
         x, t = prepare(cfg).train
         x, t = x[: max(1, args.rows)], t[: max(1, args.rows)]
         if args.targets is not None:

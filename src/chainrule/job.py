@@ -237,10 +237,7 @@ def run_training(
         out = Path(resume_dir)
         if not (out / "config.json").exists():
             raise ModelFileError(f"{out}: not a run directory (no config.json)")
-        try:
-            saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ModelFileError(f"{out}/config.json: unreadable ({e})") from None
+        saved = read_run_config(out)
         if cfg.get("epochs") is not None:
             saved["epochs"] = cfg["epochs"]
         cfg = validate_config(saved, f"{out}/config.json")
@@ -360,6 +357,19 @@ def _train_in(
 # ----------------------------------------------------------------------------- using a trained model
 
 
+def read_run_config(run: Path) -> dict[str, Any]:
+    """The options saved in RUN/config.json, unvalidated; a damaged file is a ModelFileError naming it."""
+    try:
+        saved = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFileError(f"{run}: not a run directory (no config.json)") from None
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{run}/config.json: unreadable ({e})") from None
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{run}/config.json: unreadable (a JSON {type(saved).__name__}, not an object of options)")
+    return saved
+
+
 def find_model(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
@@ -380,7 +390,7 @@ def load_trained(path: str | os.PathLike):
     model, meta = load_with_metadata(mp)
     if meta.get("kind") == "checkpoint":
         run = mp.parent
-        cfg = validate_config(json.loads((run / "config.json").read_text()), f"{run}/config.json")
+        cfg = validate_config(read_run_config(run), f"{run}/config.json")
         prep = prepare(cfg)
         meta = {
             **meta,

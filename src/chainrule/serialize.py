@@ -207,6 +207,8 @@ def _read_npz(path: str) -> tuple[dict[str, np.ndarray], str]:
 def _read_safetensors(path: str, raw: bytes) -> tuple[dict[str, np.ndarray], str]:
     if len(raw) < 8:
         raise _fail(path, f"truncated ({len(raw)} bytes)")
+    if len(raw) > 8 and raw[8:9] != b"{":  # a safetensors header is JSON; an .npz starts with PK
+        raise _fail(path, f"not a chainrule file (neither .safetensors nor .npz: it starts with {raw[:12]!r})")
     (n,) = struct.unpack("<Q", raw[:8])
     if n > len(raw) - 8:
         raise _fail(path, "truncated (header longer than the file)")

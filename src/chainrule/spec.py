@@ -18,6 +18,8 @@ import inspect
 import json
 import math
 import os
+from numbers import Integral, Real
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -75,8 +77,11 @@ def find_class(name: Any, namespace: Any, base: type, what: str) -> type:
 
 
 def activation_class(name: str) -> type:
-    aliases = {"leakyrelu": "LeakyReLU", "gelu": "GELU", "relu": "ReLU", "elu": "ELU", "selu": "SELU"}
-    return find_class(aliases.get(_norm(name), name), nn, nn.Module, "activation")
+    """A class of chainrule.nn.activation, or Identity ('identity'/'none': no activation)."""
+    aliases = {"leakyrelu": "LeakyReLU", "gelu": "GELU", "relu": "ReLU", "elu": "ELU", "none": "Identity"}
+    acts = {k: v for k, v in vars(nn.activation).items() if getattr(v, "__module__", "") == nn.activation.__name__}
+    acts["Identity"] = nn.Identity
+    return find_class(aliases.get(_norm(name), name), SimpleNamespace(**acts), nn.Module, "activation")
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -218,6 +223,14 @@ def _make_layer(i: int, layer: dict[str, Any], generator: Generator | None, dtyp
     if unknown:
         allowed = [k for k in params if k not in ("self", "generator", "dtype", "args", "kwargs")]
         raise ConfigError(f"model spec layer {i} ({cls.__name__}): unknown option {unknown[0]!r} (options: {allowed})")
+    for k, v in kwargs.items():  # a bool/int/float option given text: bias = "false" was true
+        want = str(params[k].annotation) if k in params else ""
+        base = want.removesuffix(" | None")
+        ok = {"bool": (bool, np.bool_), "int": (Integral,), "float": (Real,)}.get(base)
+        if ok is None or v is None and base != want:
+            continue
+        if not isinstance(v, ok) or isinstance(v, bool | np.bool_) != (base == "bool"):
+            raise ConfigError(f"model spec layer {i} ({cls.__name__}): option {k!r} must be {want}, got {v!r}")
     extra = {}
     if ("generator" in params or has_var_kw) and generator is not None:
         extra["generator"] = generator
@@ -354,7 +367,10 @@ def make_loss(name: str | None, task: str) -> nn.Module:
     if name is None:
         name = "cross_entropy" if task == "classification" else "mse"
     key = LOSSES.get(_norm(name), name)
-    cls = find_class(key if _norm(key).endswith("loss") else key + "Loss", nn, nn.Module, "loss")
+    try:
+        cls = find_class(key if _norm(key).endswith("loss") else key + "Loss", nn.loss, nn.Module, "loss")
+    except ConfigError as e:  # named as given, not with the "Loss" appended
+        raise ConfigError(f"unknown loss {name!r} ({str(e).partition(' (')[2]}") from None
     return cls()
 
 
@@ -423,6 +439,9 @@ def make_scheduler(spec: str | dict[str, Any], optimizer: Any, epochs: int) -> A
         if k not in sig or k in ("self", "optimizer"):
             known = ", ".join(p for p in sig if p not in ("self", "optimizer", "last_epoch"))
             raise ConfigError(f"scheduler {cls.__name__} has no option {k!r} (options: {known})")
+        items = opts[k] if isinstance(opts[k], list) else [opts[k]]
+        if "str" not in str(sig[k].annotation) and any(isinstance(v, str) for v in items):  # else fails mid-training
+            raise ConfigError(f"scheduler {cls.__name__}: option {k!r} must be a number, got {opts[k]!r}")
     try:
         return cls(optimizer, **opts)
     except (TypeError, ValueError) as e:

@@ -414,6 +414,16 @@ def _better(value: float, best: float | None, mode: str, min_delta: float) -> bo
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def _check_finite(arrays: tuple[np.ndarray, ...], what: str) -> None:
+    """Float arrays (N, ...) of a dataset: a NaN or inf is a DataError naming the sample (training would only
+    'diverge', with the advice to lower the learning rate)."""
+    for i, a in enumerate(arrays):
+        if a.dtype.kind == "f" and not np.isfinite(a.sum(dtype=np.float64)) and not np.isfinite(a).all():  # no copy
+            row = int(np.argwhere(~np.isfinite(a.reshape(len(a), -1)))[0][0])
+            name = ("inputs", "targets")[i] if i < 2 else f"array {i}"
+            raise DataError(f"{what}: the {name} of sample {row} hold NaN or inf")
+
+
 def fit(
     model: Any,
     loss_fn: Any,
@@ -498,6 +508,9 @@ def fit(
         loader = DataLoader(train_data, batch_size=batch_size, shuffle=shuffle, generator=Generator(seed))
     if len(loader.arrays[0]) == 0:
         raise DataError("the training data has no samples")
+    _check_finite(loader.arrays, "train_data")
+    if val_data is not None:
+        _check_finite(_arrays(val_data), "val_data")
     _check_batch_memory(model, loader)
     cbs = [c if isinstance(c, Callback) else _FnCallback(c) for c in callbacks]
     history = History(task=task)

@@ -145,6 +145,15 @@ def test_load_state_dict_accepts_numpy_chainrule_and_torch_values() -> None:
     assert list(src.state_dict(prefix="enc.")) == ["enc.weight", "enc.bias"]
 
 
+def test_load_state_dict_takes_a_bfloat16_torch_state_dict() -> None:
+    """PyTorch copies bfloat16 into float32 parameters; .numpy() of a bfloat16 tensor raised TypeError."""
+    theirs = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    ours = nn.Linear(3, 2)
+    ours.load_state_dict(theirs.state_dict())
+    assert ours.weight.dtype == np.float32
+    np.testing.assert_array_equal(ours.weight.data, theirs.weight.float().detach().numpy())
+
+
 def test_load_state_dict_strictness_and_errors() -> None:
     m = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     sd = m.state_dict()
@@ -159,8 +168,14 @@ def test_load_state_dict_strictness_and_errors() -> None:
     bad["0.weight"] = np.zeros((3, 2)) + 5
     with pytest.raises(ChainruleError, match=r"'0.weight' has shape \(3, 2\) in the state dict but \(2, 3\)"):
         m.load_state_dict(bad)
+    bad = {**sd, "1.running_mean": np.array(["a", "b"])}  # after 0.weight, 0.bias, 1.weight, 1.bias in order
+    with pytest.raises(ChainruleError, match=r"'1.running_mean' has dtype <U1, not numbers"):
+        m.load_state_dict({k: v + 1 if v.dtype.kind == "f" else v for k, v in bad.items()})
     for k, v in m.state_dict().items():  # nothing changed by the failed loads
         np.testing.assert_array_equal(v, before[k])
+    for other in (nn.Linear(3, 2), "m.safetensors", [np.ones(2)]):  # PyTorch: "Expected state_dict to be dict-like"
+        with pytest.raises(ChainruleError, match=r"expected a dict of arrays, got (Linear|str|list)"):
+            m.load_state_dict(other)
     # a torch state dict for a different architecture is rejected with the key names
     with pytest.raises(ChainruleError, match="missing keys"):
         nn.Linear(3, 2).load_state_dict(torch.nn.Linear(3, 2, bias=False).state_dict())

@@ -220,6 +220,11 @@ def test_scheduler_errors():
         crs.OneCycleLR(optim.Adagrad([cr.zeros(1, requires_grad=True)]), max_lr=0.1, total_steps=5)
     with pytest.raises(KeyError, match="initial_lr"):
         crs.StepLR(opt, 3, last_epoch=4)
+    # PyTorch takes these and raises ZeroDivisionError at a step (mid-training, under the CLI: a traceback)
+    with pytest.raises(ValueError, match="StepLR: step_size must be a positive number of epochs, got 0"):
+        crs.StepLR(opt, 0)
+    with pytest.raises(ValueError, match="CosineAnnealingLR: T_max must be positive, got 0"):
+        crs.CosineAnnealingLR(opt, 0)
     sched = crs.OneCycleLR(opt, max_lr=0.1, total_steps=3)
     for _ in range(3):
         sched.step()

@@ -28,11 +28,16 @@ CSV = {
     "empty.csv": b"",
     "ragged.csv": b"a,b,y\n1,2,0\n3,4\n",
     "text.csv": b"a,b,y\n1,x,0\n3,4,1\n",
+    "dupname.csv": b"a,a,y\n1,2,0\n3,4,1\n",
+    "text.npz": b"a,b,y\n1,2,0\n",
+    "partial.csv": b"b,c\n1,2\n",
+    "data.json": b'[{"a": 1, "y": 0}]',
+    "oddtarget.csv": b"a,y\n1,0.5\n2,inf\n3,0.25\n4,1.75\n",
     "single.csv": b"a,b,y\n1,2,0\n3,4,0\n5,6,0\n",
     "enc.csv": b"a,b,y\n1,2,\xff\n",
     "newlab.csv": b"a,b,y\n1,2,7\n3,4,9\n",
     "wide.csv": b"a,b,c,y\n1,2,3,0\n",
-    "narrow.csv": b"a\n1\n",
+    "narrow.csv": b"1\n2\n",
     "cfg.json": b'{"lerning_rate": 0.1}',
     "typ.json": b'{"epochs": "x"}',
     "broken.toml": b"epochs = = 3",
@@ -51,6 +56,11 @@ def _damaged(name, how):
     raw = how(raw)
     Path(name).write_bytes(bytes(raw))
     return name
+
+
+def _edited_config():
+    Path("r/config.json").write_text(Path("r/config.json").read_text().replace('"seed": 0', '"seed": 3'))
+    return ["evaluate", "r"]
 
 
 def _flip(raw):
@@ -171,6 +181,7 @@ CASES = {
     "has no option 'momentum'": ([*TX, "--optimizer", "adam", "--momentum", "0.9"], 2),
     "unknown scheduler": ([*TX, "--scheduler", "cosin"], 2),
     "has no option 'gama'": ([*TX, "--scheduler", "step:gama=0.5"], 2),
+    "option 'step_size' must be a number": ([*TX, "--scheduler", "step:step_size=x"], 2),
     "needs a function or per-batch steps": ([*TX, "--scheduler", "onecycle"], 2),
     "unknown activation": ([*TX, "--activation", "nope"], 2),
     "delimiter must be one character": ([*T, "--data", "ok.csv", "--delimiter", "ab"], 2),
@@ -181,6 +192,10 @@ CASES = {
     "missing value": ([*T, "--data", "nan.csv"], 2),
     "is not a finite float32 number": ([*T, "--data", "inf.csv"], 2),
     "not a number": ([*T, "--data", "text.csv"], 2),
+    "the others are numbers": ([*T, "--data", "oddtarget.csv"], 2),
+    "has the same name": ([*T, "--data", "dupname.csv"], 2),
+    "chainrule reads CSV text, .npz and .npy": ([*T, "--data", "data.json"], 2),
+    "not a NumPy .npy/.npz file": ([*T, "--data", "text.npz"], 2),
     "fields, expected": ([*T, "--data", "ragged.csv"], 2),
     "not UTF-8 text": ([*T, "--data", "enc.csv"], 2),
     "no target column": ([*T, "--data", "ok.csv", "--target", "zz"], 2),
@@ -188,6 +203,7 @@ CASES = {
     "needs at least two classes": ([*T, "--data", "single.csv"], 2),
     "too few for a split": ([*T, "--data", "ok.csv", "--test-split", "0.9"], 2),
     "was not in the training labels": (["evaluate", "r", "--data", "newlab.csv"], 2),
+    "of the model's inputs": (["predict", "r", "partial.csv", "-o", "out.csv"], 2),
     "the model expects 2 input columns": (["predict", "r", "narrow.csv", "-o", "out.csv"], 2),
     "the model expects inputs of shape": (["evaluate", "r", "--data", "wide.csv"], 2),
     "cannot write": (["predict", "r", "ok.csv", "-o", "ok.csv/out.csv"], 2),
@@ -203,6 +219,7 @@ CASES = {
         2,
     ),
     "the model spec needs": (lambda mp: ["evaluate", _model_file("shape.npz", _wrong_shape)], 2),
+    "does not match the run's model": (lambda mp: _edited_config(), 2),
     "not a chainrule file": (lambda mp: ["evaluate", (np.savez("plain.npz", w=np.zeros(2)), "plain.npz")[1]], 2),
     "diverged at epoch": (
         [*T, "--data", "sine", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "5", "--no-standardize"],

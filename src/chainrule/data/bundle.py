@@ -41,20 +41,30 @@ class DataBundle:
         return 1 if self.y.ndim == 1 else int(self.y.shape[1])
 
     def check(self) -> DataBundle:
-        """Shapes, finiteness and (for classification) at least two classes."""
+        """Shapes, finiteness and (for classification) at least two classes; the test split's too."""
         if len(self.x) == 0:
             raise DataError(f"{self.name}: no samples")
-        if len(self.x) != len(self.y):
-            raise DataError(f"{self.name}: {len(self.x)} inputs but {len(self.y)} targets")
-        if not np.isfinite(self.x).all():
-            row = int(np.argwhere(~np.isfinite(self.x.reshape(len(self.x), -1)))[0][0])
-            raise DataError(f"{self.name}: sample {row} has a NaN or infinite input")
+        self._check_split(self.x, self.y, "")
         if self.task == "classification":
             if self.classes is None or len(self.classes) < 2:
                 raise DataError(f"{self.name}: classification needs at least two classes, found {self.num_classes}")
-        elif not np.isfinite(self.y).all():
-            raise DataError(f"{self.name}: a regression target is NaN or infinite")
+        if self.x_test is not None:
+            if self.x_test.shape[1:] != self.x.shape[1:]:
+                raise DataError(
+                    f"{self.name}: test samples have shape {self.x_test.shape[1:]}, training samples {self.x.shape[1:]}"
+                )
+            self._check_split(self.x_test, self.y_test, "test ")
         return self
+
+    def _check_split(self, x: np.ndarray, y: np.ndarray, which: str) -> None:
+        """x (N, *features) and y (N, ...) of one split: equal lengths, finite inputs and regression targets."""
+        if len(x) != len(y):
+            raise DataError(f"{self.name}: {len(x)} {which}inputs but {len(y)} {which}targets")
+        if not np.isfinite(x).all():
+            row = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0][0])
+            raise DataError(f"{self.name}: {which}sample {row} has a NaN or infinite input")
+        if self.task != "classification" and not np.isfinite(y).all():
+            raise DataError(f"{self.name}: a {which}regression target is NaN or infinite")
 
 
 def encode_labels(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:

@@ -14,6 +14,7 @@ from ..errors import DataError
 from .bundle import DataBundle, encode_labels
 
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
+NOT_CSV = {".json", ".jsonl", ".xlsx", ".xls", ".ods", ".parquet", ".feather", ".pkl", ".pickle", ".h5", ".hdf5", ".gz"}
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is inferred as classification
 
 
@@ -85,6 +86,11 @@ def load_csv(
     feature_names: with target=None, the model's input columns; a CSV with a header is matched by name.
     """
     path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext in NOT_CSV:  # else read as CSV, with an error about its rows that would mislead
+        raise DataError(
+            f"{path}: a {ext} file; chainrule reads CSV text, .npz and .npy (convert it, e.g. pandas' to_csv)"
+        )
     text = _read_text(path)
     if not text.strip():
         raise DataError(f"{path}: the file is empty")
@@ -113,6 +119,9 @@ def load_csv(
         if header and second is not None and all(_number(c.strip()) is None for c in second):
             header = all(nonnum)
     names = [c.strip() for c in rows[0][1]] if header else [str(j) for j in range(ncol)]
+    if len(set(names)) < ncol:  # a name picks one column (target, prediction inputs): it must be unique
+        j = next(j for j in range(ncol) if names[j] in names[:j])
+        raise DataError(f"{path}: column {j + 1} has the same name {names[j]!r} as column {names.index(names[j]) + 1}")
     body = rows[1:] if header else rows
     if not body:
         raise DataError(f"{path}: no data rows after the header")
@@ -128,11 +137,15 @@ def load_csv(
         fcols = list(range(ncol))
         if feature_names is not None and header and all(n in names for n in feature_names):
             fcols = [names.index(n) for n in feature_names]
+        elif feature_names is not None and header and any(n in names for n in feature_names):
+            lack = [n for n in feature_names if n not in names]
+            raise DataError(f"{path}: no column {lack[0]!r} of the model's inputs {feature_names} (header: {names})")
     else:
         tcol = _resolve_target(target, names, path, header)
         fcols = [j for j in range(ncol) if j != tcol]
     if not fcols:
-        raise DataError(f"{path}: no input columns besides the target")
+        hint = f" (each row is one field when split at {delim!r}: is that the file's delimiter?)" if ncol == 1 else ""
+        raise DataError(f"{path}: no input columns besides the target{hint}")
     x = np.empty((len(body), len(fcols)), dtype=np.float32)
     for i, (line, r) in enumerate(body):
         for k, j in enumerate(fcols):
@@ -156,6 +169,12 @@ def load_csv(
     nums = [_number(c) for c in cells]
     numeric = all(v is not None and math.isfinite(v) for v in nums)
     integral = numeric and all(float(v).is_integer() for v in nums)
+    if task is None and not numeric and any(v is not None and math.isfinite(v) for v in nums):
+        line, c = next((ln, c) for (ln, _), c, v in zip(body, cells, nums) if v is None or not math.isfinite(v))
+        raise DataError(
+            f"{path}: row {line}, {colname(tcol)}: target {c[:40]!r} is not a finite number, the others are numbers; "
+            "fix the cell, or give task 'classification' (--task classification) to read every label as text"
+        )
     if task is None:
         task = "classification" if (not numeric or (integral and len(set(nums)) <= MAX_CLASSES)) else "regression"
     if task == "regression":
@@ -164,7 +183,8 @@ def load_csv(
             raise DataError(f"{path}: row {line}, {colname(tcol)}: regression target {c[:40]!r} is not a finite number")
         y = np.asarray(nums, dtype=np.float32).reshape(-1, 1)
         return DataBundle(x, y, "regression", name=path, feature_names=fnames, target_name=tname)
-    labels = [int(v) for v in nums] if integral else cells
+    # "12345678901234567" read exactly (float64 would merge it with ...568)
+    labels = [int(c) if c.lstrip("+-").isdigit() else int(v) for c, v in zip(cells, nums)] if integral else cells
     if classes is None:
         y, found = encode_labels(np.array(labels, dtype=object))
     else:
@@ -186,6 +206,15 @@ def load_array_file(path: str | os.PathLike, target: int | str | None = -1, task
     path = os.fspath(path)
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a data file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not magic.startswith((b"PK", b"\x93NUMPY")):  # np.load would unpickle anything else
+        raise DataError(f"{path}: not a NumPy .npy/.npz file (it starts with {magic!r})")
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -211,34 +240,48 @@ def load_array_file(path: str | os.PathLike, target: int | str | None = -1, task
     if "x" not in lower or "y" not in lower:
         raise DataError(f"{path}: expected arrays named 'x' and 'y', found {sorted(arrays)}")
     x, y = arrays[lower["x"]], arrays[lower["y"]]
-    for name, a in (("x", x), ("y", y)):
-        if a.dtype.kind not in "biuf":
-            raise DataError(f"{path}: array {name!r} has dtype {a.dtype}, expected numbers")
+    for name in ("x", "y", "x_test", "y_test"):
+        if name in lower and arrays[lower[name]].dtype.kind not in "biuf":
+            raise DataError(f"{path}: array {name!r} has dtype {arrays[lower[name]].dtype}, expected numbers")
     bundle = _bundle_from_arrays(path, x, y, task)
-    if "x_test" in lower and "y_test" in lower:
-        test = _bundle_from_arrays(path, arrays[lower["x_test"]], arrays[lower["y_test"]], bundle.task, bundle.classes)
+    if ("x_test" in lower) != ("y_test" in lower):
+        have, lack = ("x_test", "y_test") if "x_test" in lower else ("y_test", "x_test")
+        raise DataError(f"{path}: found an array {have!r} but no {lack!r}; a test split needs both")
+    if "x_test" in lower:
+        xt, yt = arrays[lower["x_test"]], arrays[lower["y_test"]]
+        test = _bundle_from_arrays(path, xt, yt, bundle.task, bundle.classes, "_test")
         bundle.x_test, bundle.y_test = test.x, test.y
     return bundle.check()
 
 
+def _whole(y: np.ndarray) -> np.ndarray:
+    """Float labels (N,) -> (N,) bool: an integer that int64 holds exactly (|y| <= 2**53), not NaN/inf."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(y) & (y == np.round(y)) & (np.abs(y) <= 2.0**53)
+
+
 def _bundle_from_arrays(
-    path: str, x: np.ndarray, y: np.ndarray, task: str | None, classes: list | None = None
+    path: str, x: np.ndarray, y: np.ndarray, task: str | None, classes: list | None = None, suffix: str = ""
 ) -> DataBundle:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
         x = x.reshape(-1, 1)
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # a column of labels is labels (inferred as 2-D regression targets)
+        y = y[:, 0]
     if len(x) != len(y):
-        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
+        raise DataError(f"{path}: x{suffix} has {len(x)} samples but y{suffix} has {len(y)}")
     if task is None:
-        integral = y.dtype.kind in "biu" or (y.ndim == 1 and np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+        integral = y.dtype.kind in "biu" or (y.ndim == 1 and np.all(_whole(y)))
         task = "classification" if y.ndim == 1 and integral and len(np.unique(y)) <= MAX_CLASSES else "regression"
     if task == "classification":
         if y.ndim != 1:
             raise DataError(f"{path}: classification labels y must be 1-D, got shape {y.shape}")
         if y.dtype.kind == "f":
-            if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-                raise DataError(f"{path}: classification labels must be integers")
+            bad = np.flatnonzero(~_whole(y))
+            if bad.size:
+                i = int(bad[0])
+                raise DataError(f"{path}: y{suffix}[{i}]: classification label {float(y[i])} is not an integer")
             y = y.astype(np.int64)
         vals = [int(v) for v in y.tolist()]
         if classes is None:

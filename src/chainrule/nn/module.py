@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -313,11 +313,17 @@ class Module:
         either being non-empty is a ModelFileError, as is any shape mismatch. Nothing is changed
         unless every check passes. Values are converted to each parameter's or buffer's dtype.
         """
+        if not isinstance(state_dict, Mapping):  # e.g. a model, or a path: PyTorch's TypeError, with the way out
+            raise ModelFileError(
+                f"load_state_dict for {type(self).__name__}: expected a dict of arrays, got {type(state_dict).__name__}"
+                " (a model's is model.state_dict(); a file is read by chainrule.load(path))"
+            )
         own = dict(self._state_items())
         arrays = {}
         for k, v in state_dict.items():
             if hasattr(v, "detach") and hasattr(v, "cpu") and not isinstance(v, Tensor):  # a torch tensor
-                v = v.detach().cpu().numpy()
+                v = v.detach().cpu()
+                v = (v.float() if str(v.dtype) == "torch.bfloat16" else v).numpy()  # NumPy has no bfloat16
             arrays[k] = np.asarray(v.data if isinstance(v, Tensor) else v)
         missing = [k for k in own if k not in arrays]
         unexpected = [k for k in arrays if k not in own]
@@ -330,6 +336,10 @@ class Module:
                 raise ModelFileError(
                     f"load_state_dict for {type(self).__name__}: '{k}' has shape {arrays[k].shape} "
                     f"in the state dict but {t.shape} in the model"
+                )
+            if k in arrays and arrays[k].dtype.kind not in "biufc":  # checked here: a failed cast would half-load
+                raise ModelFileError(
+                    f"load_state_dict for {type(self).__name__}: '{k}' has dtype {arrays[k].dtype}, not numbers"
                 )
         with no_grad():
             for k, t in own.items():

@@ -155,6 +155,8 @@ class StepLR(LRScheduler):
     """lr = initial_lr · gamma^(epoch // step_size)."""
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1) -> None:
+        if step_size < 1:  # PyTorch fails at the first step: ZeroDivisionError (modulo by 0)
+            raise ValueError(f"StepLR: step_size must be a positive number of epochs, got {step_size}")
         self.step_size = step_size
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -259,6 +261,8 @@ class CosineAnnealingLR(LRScheduler):
     (which makes it follow the cosine back up after T_max, and compose with other schedulers)."""
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
+        if T_max <= 0:  # PyTorch fails at the first step: ZeroDivisionError
+            raise ValueError(f"CosineAnnealingLR: T_max must be positive, got {T_max}")
         self.T_max = T_max
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
