@@ -289,3 +289,31 @@ def test_container_editing_matches_torch_numbering() -> None:
     assert isinstance(md.pop("b"), nn.ReLU) and list(md) == ["a"]
     md.clear()
     assert len(md) == 0
+
+
+def _calls(lib, method: str) -> list[str]:
+    """The module classes that `method` (apply or train) reaches, in call order, on a nested model of `lib`."""
+
+    def build(L):
+        seen = []
+
+        class Spy(L.Linear):
+            def train(self, mode=True):
+                seen.append("train")
+                return super().train(mode)
+
+        m = L.Sequential(L.Linear(2, 2), L.Sequential(L.ReLU(), Spy(2, 2)), L.Tanh())
+        return m, seen
+
+    m, seen = build(lib)
+    if method == "apply":
+        assert m.apply(lambda mod: seen.append(type(mod).__name__)) is m
+    else:
+        assert m.eval() is m
+    return seen
+
+
+@pytest.mark.parametrize("method", ["apply"])
+def test_apply_and_train_reach_modules_as_torch(method: str) -> None:
+    """apply(fn) calls fn children first (post-order); train()/eval() call each child's own train()."""
+    assert _calls(nn, method) == _calls(torch.nn, method)

@@ -252,8 +252,10 @@ class Module:
                 p.grad.data.fill(0)
 
     def apply(self, fn: Any) -> Module:
-        for m in list(self.modules())[::-1]:
-            fn(m)
+        """Call fn on every submodule, children before their parent (post-order, as PyTorch); returns self."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
         return self
 
     # -- dtype
