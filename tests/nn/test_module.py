@@ -313,7 +313,13 @@ def _calls(lib, method: str) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("method", ["apply"])
+@pytest.mark.parametrize("method", ["apply", "train"])
 def test_apply_and_train_reach_modules_as_torch(method: str) -> None:
     """apply(fn) calls fn children first (post-order); train()/eval() call each child's own train()."""
     assert _calls(nn, method) == _calls(torch.nn, method)
+
+
+def test_train_mode_must_be_bool() -> None:
+    for L in (nn, torch.nn):
+        with pytest.raises(ValueError, match="mode"):
+            L.Linear(1, 1).train("no")

@@ -230,8 +230,12 @@ class Module:
 
     # -- modes and gradients
     def train(self, mode: bool = True) -> Module:
-        for m in self.modules():
-            object.__setattr__(m, "training", mode)
+        """Set `training` here and call each child's own `train(mode)` (an override is honoured); returns self."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"{self._get_name()}.train: mode must be True or False, got {mode!r}")
+        object.__setattr__(self, "training", mode)
+        for m in self.children():
+            m.train(mode)
         return self
 
     def eval(self) -> Module:
