@@ -323,3 +323,15 @@ def test_train_mode_must_be_bool() -> None:
     for L in (nn, torch.nn):
         with pytest.raises(ValueError, match="mode"):
             L.Linear(1, 1).train("no")
+
+
+@pytest.mark.parametrize("idx", [slice(1, None), slice(None, None, 2), slice(-1, None), slice(5, None)])
+def test_sequential_slice_keeps_names_as_torch(idx: slice) -> None:
+    """seq[1:] keeps the keys "1", "2" (so its state dict loads into the same layers of the full model)."""
+
+    def sliced(L):
+        seq = L.Sequential(OrderedDict(a=L.Linear(1, 2), b=L.ReLU(), c=L.Linear(2, 1)))
+        part = seq[idx]
+        return type(part).__name__, list(part.state_dict()), list(L.Sequential(*seq)[idx].state_dict())
+
+    assert sliced(nn) == sliced(torch.nn)
