@@ -335,3 +335,16 @@ def test_sequential_slice_keeps_names_as_torch(idx: slice) -> None:
         return type(part).__name__, list(part.state_dict()), list(L.Sequential(*seq)[idx].state_dict())
 
     assert sliced(nn) == sliced(torch.nn)
+
+
+def test_shared_module_is_in_the_state_dict_under_every_name() -> None:
+    """A layer used twice: parameters() lists it once, the state dict under both names (torch's keys), so a torch
+    state dict of a tied model loads strictly and to_torch works."""
+    tied, ttied = nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    ours, theirs = nn.Sequential(tied, nn.ReLU(), tied), torch.nn.Sequential(ttied, torch.nn.ReLU(), ttied)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [k for k, _ in ours.named_parameters()] == [k for k, _ in theirs.named_parameters()]
+    assert ours.load_state_dict(theirs.state_dict()) == ([], [])
+    np.testing.assert_array_equal(tied.weight.data, ttied.weight.detach().numpy())
+    x = np.ones((1, 2), np.float32)
+    np.testing.assert_allclose(cr.to_torch(ours)(torch.tensor(x)).detach().numpy(), ours(cr.tensor(x)).data, rtol=1e-6)

@@ -297,13 +297,16 @@ class Module:
         return self.to(np.float32)
 
     # -- state
-    def _state_items(self) -> Iterator[tuple[str, Tensor]]:
-        for mname, m in self.named_modules():
-            skip = m.__dict__.get("_non_persistent", ())
-            for store in (m._parameters, m._buffers):
-                for k, t in store.items():
-                    if t is not None and k not in skip:
-                        yield (f"{mname}.{k}" if mname else k), t
+    def _state_items(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(key, tensor) for the state dict: a module reached by several paths (shared) under each, as PyTorch."""
+        skip = self.__dict__.get("_non_persistent", ())
+        for store in (self._parameters, self._buffers):
+            for k, t in store.items():
+                if t is not None and k not in skip:
+                    yield prefix + k, t
+        for name, m in self._modules.items():
+            if m is not None:
+                yield from m._state_items(f"{prefix}{name}.")
 
     def state_dict(self, prefix: str = "", keep_vars: bool = False) -> OrderedDict[str, Any]:
         """Parameters and persistent buffers as NumPy arrays (copies), with PyTorch's key names.
