@@ -348,3 +348,21 @@ def test_shared_module_is_in_the_state_dict_under_every_name() -> None:
     np.testing.assert_array_equal(tied.weight.data, ttied.weight.detach().numpy())
     x = np.ones((1, 2), np.float32)
     np.testing.assert_allclose(cr.to_torch(ours)(torch.tensor(x)).detach().numpy(), ours(cr.tensor(x)).data, rtol=1e-6)
+
+
+def test_register_buffer_checks_and_persistence_as_torch() -> None:
+    """Re-registering a buffer as persistent puts it back in the state dict; bad names and values are refused."""
+    for L, lib in ((nn, cr), (torch.nn, torch)):
+        m = L.Linear(1, 1)
+        m.register_buffer("steps", lib.zeros(1), persistent=False)
+        m.register_buffer("steps", lib.ones(1))
+        assert list(m.state_dict()) == ["weight", "bias", "steps"]
+        m.register_buffer("steps", lib.ones(1), persistent=False)
+        assert list(m.state_dict()) == ["weight", "bias"]
+        for name in ("weight", "forward", "a.b", ""):
+            with pytest.raises(KeyError):
+                m.register_buffer(name, lib.zeros(1))
+        with pytest.raises(TypeError, match="'c'"):
+            m.register_buffer("c", np.zeros(1))
+        m.register_buffer("none", None)
+        assert [k for k, _ in m.named_buffers()] == ["steps"]

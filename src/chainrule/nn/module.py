@@ -115,10 +115,27 @@ class Module:
             setattr(self, name, param)
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        """A tensor kept with the module (moved by `to()`), in the state dict unless persistent=False.
+
+        PyTorch's checks: the name is a non-empty string without '.' that is not already another attribute
+        (KeyError), and the value a Tensor or None (TypeError)."""
+        if not isinstance(name, str):
+            raise TypeError(f"buffer name must be a string, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"buffer name must be a non-empty string without '.', got {name!r}")
+        if name not in self._buffers and hasattr(self, name):
+            raise KeyError(f"cannot register buffer {name!r}: {self._get_name()} already has an attribute {name!r}")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"buffer {name!r} must be a Tensor or None, got {type(tensor).__name__} (wrap it: chainrule.tensor(x))"
+            )
         names = self.__dict__.setdefault("_buffer_names", set())
         names.add(name)
-        if not persistent:
-            self.__dict__.setdefault("_non_persistent", set()).add(name)
+        non_persistent = self.__dict__.setdefault("_non_persistent", set())
+        if persistent:
+            non_persistent.discard(name)
+        else:
+            non_persistent.add(name)
         self.__dict__.pop(name, None)
         self._buffers[name] = tensor
 
