@@ -366,3 +366,19 @@ def test_register_buffer_checks_and_persistence_as_torch() -> None:
             m.register_buffer("c", np.zeros(1))
         m.register_buffer("none", None)
         assert [k for k, _ in m.named_buffers()] == ["steps"]
+
+
+def test_named_buffers_recurse_and_shared_as_torch() -> None:
+    def names(L, lib):
+        shared = lib.zeros(2)
+        m = L.Sequential(L.BatchNorm1d(2), L.Linear(2, 2))
+        m.register_buffer("top", lib.zeros(1))
+        m[1].register_buffer("same", shared)
+        m[0].register_buffer("same", shared)
+        return (
+            [k for k, _ in m.named_buffers()],
+            [k for k, _ in m.named_buffers(prefix="p", recurse=False)],
+            len(list(m.buffers(recurse=False))),
+        )
+
+    assert names(nn, cr) == names(torch.nn, torch)
