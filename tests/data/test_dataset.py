@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from chainrule.data import (
     DATASETS,
@@ -101,3 +102,15 @@ def test_mnist1d_cached(tmp_path, monkeypatch):
     assert np.array_equal(np.random.get_state()[1], state)  # the global NumPy generator is left alone
     assert (tmp_path / "mnist1d.npz").exists() and not list(tmp_path.glob("*.pkl"))
     assert np.array_equal(load_dataset("mnist1d").x, b.x)
+
+
+@pytest.mark.parametrize("batch_size", [None, 1, 4])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_empty_dataset_has_no_batches(batch_size, shuffle):
+    """As torch unshuffled: 0 batches (batch_size=None raised ZeroDivisionError). torch also refuses shuffle=True
+    (RandomSampler: 'num_samples=0'); chainrule gives 0 batches there too, and fit() says 'no samples'."""
+    x, y = np.zeros((0, 2), np.float32), np.zeros(0, np.int64)
+    loader = DataLoader((x, y), batch_size=batch_size, shuffle=shuffle)
+    assert len(loader) == 0 and list(loader) == []
+    tds = torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y))
+    assert len(torch.utils.data.DataLoader(tds, batch_size=4)) == 0
