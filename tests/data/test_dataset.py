@@ -114,3 +114,13 @@ def test_empty_dataset_has_no_batches(batch_size, shuffle):
     assert len(loader) == 0 and list(loader) == []
     tds = torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y))
     assert len(torch.utils.data.DataLoader(tds, batch_size=4)) == 0
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.0, True])
+def test_batch_size_must_be_a_positive_integer(batch_size):
+    """torch refuses these too ('batch_size should be a positive integer value'); True was taken as 1."""
+    x = np.zeros((3, 1), np.float32)
+    with pytest.raises(ValueError, match="batch_size"):
+        torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x)), batch_size=batch_size)
+    with pytest.raises(DataError, match=f"batch_size must be a positive integer or None, got {batch_size!r}"):
+        DataLoader((x, x), batch_size=batch_size)
