@@ -6,6 +6,7 @@ from chainrule.data import (
     DATASETS,
     DataLoader,
     Standardizer,
+    Subset,
     TensorDataset,
     load_dataset,
     one_hot,
@@ -124,3 +125,41 @@ def test_batch_size_must_be_a_positive_integer(batch_size):
         torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x)), batch_size=batch_size)
     with pytest.raises(DataError, match=f"batch_size must be a positive integer or None, got {batch_size!r}"):
         DataLoader((x, x), batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    ("n", "batch_size", "drop_last"), [(10, 3, False), (10, 3, True), (10, 20, False), (10, 20, True)]
+)
+def test_loader_len_and_batches_match_torch(n, batch_size, drop_last):
+    x = np.arange(n, dtype=np.float32).reshape(n, 1)
+    ours = [len(b[0]) for b in DataLoader((x, x), batch_size=batch_size, drop_last=drop_last)]
+    tds = torch.utils.data.TensorDataset(torch.tensor(x))
+    theirs = torch.utils.data.DataLoader(tds, batch_size=batch_size, drop_last=drop_last)
+    assert ours == [len(b[0]) for b in theirs]
+    assert len(DataLoader((x, x), batch_size=batch_size, drop_last=drop_last)) == len(theirs)
+
+
+def test_datasets_and_splits_match_torch():
+    """Mismatched lengths refused (torch: 'Size mismatch between tensors'); fractions give torch's counts; lengths
+    that do not add up are refused (torch: ValueError); Subset indexing (int, negative, list) as torch."""
+    tu = torch.utils.data
+    with pytest.raises(AssertionError, match="Size mismatch"):
+        tu.TensorDataset(torch.zeros(3), torch.zeros(4))
+    with pytest.raises(DataError, match="array 1 has 4 samples, array 0 has 3"):
+        TensorDataset(np.zeros(3), np.zeros(4))
+    for n, lengths in [(10, [0.3, 0.3, 0.4]), (10, [0.33, 0.33, 0.34]), (7, [0.25] * 4), (10, [1.0]), (10, [4, 6])]:
+        x = np.zeros((n, 1))
+        theirs = [len(s) for s in tu.random_split(tu.TensorDataset(torch.tensor(x)), lengths)]
+        assert [len(s) for s in random_split((x, x), lengths, generator=Generator(0))] == theirs
+    for lengths in ([3, 3], [0.5, 0.3], [0.5, 5]):
+        with pytest.raises(ValueError, match="Sum of input lengths"):
+            tu.random_split(tu.TensorDataset(torch.zeros(10)), lengths)
+        with pytest.raises(DataError, match="do not add up to the dataset's 10 samples"):
+            random_split((np.zeros(10), np.zeros(10)), lengths)
+    x, y = np.arange(10.0).reshape(10, 1), np.arange(10)
+    ours = Subset(TensorDataset(x, y), [5, 2, 7])
+    theirs = tu.Subset(tu.TensorDataset(torch.tensor(x), torch.tensor(y)), [5, 2, 7])
+    assert len(ours) == len(theirs) == 3
+    for i in (1, -1, [0, 2]):
+        for a, b in zip(ours[i], theirs[i]):
+            np.testing.assert_array_equal(a, b.numpy())

@@ -382,3 +382,49 @@ def test_named_buffers_recurse_and_shared_as_torch() -> None:
         )
 
     assert names(nn, cr) == names(torch.nn, torch)
+
+
+def test_everyday_module_api_matches_torch() -> None:
+    """Shared parameters once, modes, requires_grad_, zero_grad (set_to_none=True by default), dtype moves, containers
+    and repr, on the same model built with both libraries."""
+
+    def build(L):
+        a, b, head = L.Linear(2, 3), L.Linear(3, 3), L.Linear(3, 2)
+        b.bias = a.bias  # one Parameter in two layers
+        return L.Sequential(a, L.ReLU(), b, L.ModuleList([head, head]), L.ModuleDict({"drop": L.Dropout(0.5)}))
+
+    ours, theirs = build(nn), build(torch.nn)
+    for f in (
+        lambda m: [k for k, _ in m.named_parameters()],
+        lambda m: [k for k, _ in m.named_modules()],
+        lambda m: [k for k, _ in m.named_children()],
+        lambda m: list(m.state_dict()),
+        lambda m: (len(m), type(m[-2]).__name__, type(m[1:3][0]).__name__, len(m[3]), list(m[4].keys())),
+        lambda m: [x.training for x in m.eval().modules()] + [x.training for x in m.train().modules()],
+        lambda m: [p.requires_grad for p in m.requires_grad_(False).parameters()] + [m.requires_grad_() is m],
+        lambda m: (m.double() is m, str(m[0].weight.dtype)[-7:], m.float() is m, str(m[0].weight.dtype)[-7:]),
+        lambda m: repr(m),
+    ):
+        assert f(ours) == f(theirs)
+    assert ours[0].bias is ours[2].bias and len(list(ours.parameters())) == len(list(theirs.parameters())) == 5
+    for m, lib in ((ours, cr), (theirs, torch)):
+        m[0](lib.ones(1, 2)).sum().backward()
+        grad = m[0].weight.grad
+        m.zero_grad(set_to_none=False)
+        assert m[0].weight.grad is grad and not np.asarray(grad.data if lib is cr else grad).any()
+        m.zero_grad()
+        assert m[0].weight.grad is None
+
+
+def test_state_dict_values_are_copies_not_views() -> None:
+    """A documented difference: torch's state_dict() holds detached tensors sharing the parameters' storage (writing
+    into one changes the model); chainrule's holds NumPy copies (keep_vars=True gives the tensors themselves)."""
+    ours, theirs = nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    theirs.state_dict()["bias"].fill_(7.0)
+    assert theirs.bias.detach().tolist() == [7.0, 7.0]
+    sd = ours.state_dict()
+    assert isinstance(sd["bias"], np.ndarray)
+    sd["bias"][...] = 7.0
+    assert not np.any(ours.bias.data == 7.0)
+    assert ours.state_dict(keep_vars=True)["bias"] is ours.bias
+    assert theirs.state_dict(keep_vars=True)["bias"] is theirs.bias
