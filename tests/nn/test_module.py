@@ -304,3 +304,142 @@ def test_container_editing_matches_torch_numbering() -> None:
     assert isinstance(md.pop("b"), nn.ReLU) and list(md) == ["a"]
     md.clear()
     assert len(md) == 0
+
+
+def _calls(lib, method: str) -> list[str]:
+    """The module classes that `method` (apply or train) reaches, in call order, on a nested model of `lib`."""
+
+    def build(L):
+        seen = []
+
+        class Spy(L.Linear):
+            def train(self, mode=True):
+                seen.append("train")
+                return super().train(mode)
+
+        m = L.Sequential(L.Linear(2, 2), L.Sequential(L.ReLU(), Spy(2, 2)), L.Tanh())
+        return m, seen
+
+    m, seen = build(lib)
+    if method == "apply":
+        assert m.apply(lambda mod: seen.append(type(mod).__name__)) is m
+    else:
+        assert m.eval() is m
+    return seen
+
+
+@pytest.mark.parametrize("method", ["apply", "train"])
+def test_apply_and_train_reach_modules_as_torch(method: str) -> None:
+    """apply(fn) calls fn children first (post-order); train()/eval() call each child's own train()."""
+    assert _calls(nn, method) == _calls(torch.nn, method)
+
+
+def test_train_mode_must_be_bool() -> None:
+    for L in (nn, torch.nn):
+        with pytest.raises(ValueError, match="mode"):
+            L.Linear(1, 1).train("no")
+
+
+@pytest.mark.parametrize("idx", [slice(1, None), slice(None, None, 2), slice(-1, None), slice(5, None)])
+def test_sequential_slice_keeps_names_as_torch(idx: slice) -> None:
+    """seq[1:] keeps the keys "1", "2" (so its state dict loads into the same layers of the full model)."""
+
+    def sliced(L):
+        seq = L.Sequential(OrderedDict(a=L.Linear(1, 2), b=L.ReLU(), c=L.Linear(2, 1)))
+        part = seq[idx]
+        return type(part).__name__, list(part.state_dict()), list(L.Sequential(*seq)[idx].state_dict())
+
+    assert sliced(nn) == sliced(torch.nn)
+
+
+def test_shared_module_is_in_the_state_dict_under_every_name() -> None:
+    """A layer used twice: parameters() lists it once, the state dict under both names (torch's keys), so a torch
+    state dict of a tied model loads strictly and to_torch works."""
+    tied, ttied = nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    ours, theirs = nn.Sequential(tied, nn.ReLU(), tied), torch.nn.Sequential(ttied, torch.nn.ReLU(), ttied)
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [k for k, _ in ours.named_parameters()] == [k for k, _ in theirs.named_parameters()]
+    assert ours.load_state_dict(theirs.state_dict()) == ([], [])
+    np.testing.assert_array_equal(tied.weight.data, ttied.weight.detach().numpy())
+    x = np.ones((1, 2), np.float32)
+    np.testing.assert_allclose(cr.to_torch(ours)(torch.tensor(x)).detach().numpy(), ours(cr.tensor(x)).data, rtol=1e-6)
+
+
+def test_register_buffer_checks_and_persistence_as_torch() -> None:
+    """Re-registering a buffer as persistent puts it back in the state dict; bad names and values are refused."""
+    for L, lib in ((nn, cr), (torch.nn, torch)):
+        m = L.Linear(1, 1)
+        m.register_buffer("steps", lib.zeros(1), persistent=False)
+        m.register_buffer("steps", lib.ones(1))
+        assert list(m.state_dict()) == ["weight", "bias", "steps"]
+        m.register_buffer("steps", lib.ones(1), persistent=False)
+        assert list(m.state_dict()) == ["weight", "bias"]
+        for name in ("weight", "forward", "a.b", ""):
+            with pytest.raises(KeyError):
+                m.register_buffer(name, lib.zeros(1))
+        with pytest.raises(TypeError, match="'c'"):
+            m.register_buffer("c", np.zeros(1))
+        m.register_buffer("none", None)
+        assert [k for k, _ in m.named_buffers()] == ["steps"]
+
+
+def test_named_buffers_recurse_and_shared_as_torch() -> None:
+    def names(L, lib):
+        shared = lib.zeros(2)
+        m = L.Sequential(L.BatchNorm1d(2), L.Linear(2, 2))
+        m.register_buffer("top", lib.zeros(1))
+        m[1].register_buffer("same", shared)
+        m[0].register_buffer("same", shared)
+        return (
+            [k for k, _ in m.named_buffers()],
+            [k for k, _ in m.named_buffers(prefix="p", recurse=False)],
+            len(list(m.buffers(recurse=False))),
+        )
+
+    assert names(nn, cr) == names(torch.nn, torch)
+
+
+def test_everyday_module_api_matches_torch() -> None:
+    """Shared parameters once, modes, requires_grad_, zero_grad (set_to_none=True by default), dtype moves, containers
+    and repr, on the same model built with both libraries."""
+
+    def build(L):
+        a, b, head = L.Linear(2, 3), L.Linear(3, 3), L.Linear(3, 2)
+        b.bias = a.bias  # one Parameter in two layers
+        return L.Sequential(a, L.ReLU(), b, L.ModuleList([head, head]), L.ModuleDict({"drop": L.Dropout(0.5)}))
+
+    ours, theirs = build(nn), build(torch.nn)
+    for f in (
+        lambda m: [k for k, _ in m.named_parameters()],
+        lambda m: [k for k, _ in m.named_modules()],
+        lambda m: [k for k, _ in m.named_children()],
+        lambda m: list(m.state_dict()),
+        lambda m: (len(m), type(m[-2]).__name__, type(m[1:3][0]).__name__, len(m[3]), list(m[4].keys())),
+        lambda m: [x.training for x in m.eval().modules()] + [x.training for x in m.train().modules()],
+        lambda m: [p.requires_grad for p in m.requires_grad_(False).parameters()] + [m.requires_grad_() is m],
+        lambda m: (m.double() is m, str(m[0].weight.dtype)[-7:], m.float() is m, str(m[0].weight.dtype)[-7:]),
+        lambda m: repr(m),
+    ):
+        assert f(ours) == f(theirs)
+    assert ours[0].bias is ours[2].bias and len(list(ours.parameters())) == len(list(theirs.parameters())) == 5
+    for m, lib in ((ours, cr), (theirs, torch)):
+        m[0](lib.ones(1, 2)).sum().backward()
+        grad = m[0].weight.grad
+        m.zero_grad(set_to_none=False)
+        assert m[0].weight.grad is grad and not np.asarray(grad.data if lib is cr else grad).any()
+        m.zero_grad()
+        assert m[0].weight.grad is None
+
+
+def test_state_dict_values_are_copies_not_views() -> None:
+    """A documented difference: torch's state_dict() holds detached tensors sharing the parameters' storage (writing
+    into one changes the model); chainrule's holds NumPy copies (keep_vars=True gives the tensors themselves)."""
+    ours, theirs = nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    theirs.state_dict()["bias"].fill_(7.0)
+    assert theirs.bias.detach().tolist() == [7.0, 7.0]
+    sd = ours.state_dict()
+    assert isinstance(sd["bias"], np.ndarray)
+    sd["bias"][...] = 7.0
+    assert not np.any(ours.bias.data == 7.0)
+    assert ours.state_dict(keep_vars=True)["bias"] is ours.bias
+    assert theirs.state_dict(keep_vars=True)["bias"] is theirs.bias

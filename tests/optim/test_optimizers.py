@@ -472,3 +472,60 @@ def test_a_parameter_that_cant_be_updated_is_named_and_nothing_is_updated(name, 
         return
     ps[2].grad = None  # a read-only parameter without gradient is not updated: no error
     opt.step()
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("SGD", {"lr": 0.1, "momentum": 0.9}),
+        ("Adam", {"lr": 0.1}),
+        ("AdamW", {"lr": 0.1, "weight_decay": 0.1}),
+        ("NAdam", {"lr": 0.1}),
+        ("Adamax", {"lr": 0.1}),
+        ("RMSprop", {"lr": 0.01}),
+        ("Adagrad", {"lr": 0.1}),
+    ],
+)
+def test_editing_param_groups_mid_run_matches_torch(name, kwargs, torch_float64):
+    """Options edited in param_groups between steps (lr, weight_decay, betas) take effect at the next step, and a group
+    added mid-run by add_param_group starts from fresh state, as torch (including the multi-tensor Adam path)."""
+    rng = np.random.default_rng(0)
+    init = [rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal((2, 3))]
+    grads = [[rng.standard_normal(w.shape) for w in init] for _ in range(8)]
+    edits = {2: [(0, "lr", 0.01)], 5: [(1, "lr", 0.3), (0, "weight_decay", 0.2)], 6: [(0, "lr", 0.0)]}
+    if "betas" in getattr(torch.optim, name)([torch.zeros(1, requires_grad=True)]).defaults:
+        edits[4] = [(0, "betas", (0.5, 0.9))]
+
+    def run(lib, tensor):
+        ps = [tensor(w.copy(), requires_grad=True) for w in init]
+        opt = getattr(lib, name)([{"params": ps[:2]}], **kwargs)
+        for t, gs in enumerate(grads):
+            if t == 3:
+                opt.add_param_group({"params": [ps[2]], "lr": 0.05})
+            for group, key, value in edits.get(t, []):
+                opt.param_groups[group][key] = value
+            for p, g in zip(ps, gs):
+                p.grad = tensor(g)
+            opt.step()
+        return [np.array(p.data) if lib is optim else p.detach().numpy() for p in ps]
+
+    ours, theirs = run(optim, cr.tensor), run(torch.optim, torch.tensor)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_a_parameter_in_two_groups_is_refused_as_torch():
+    """add_param_group with a parameter of another group: ValueError in both. The same parameter twice in one list is
+    refused too (torch only warns 'duplicate parameters; in future, this will cause an error')."""
+    a, b = cr.tensor([1.0], requires_grad=True), cr.tensor([2.0], requires_grad=True)
+    ta = torch.tensor([1.0], requires_grad=True)
+    topt, opt = torch.optim.SGD([ta], lr=0.1), optim.SGD([a], lr=0.1)
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        topt.add_param_group({"params": [ta]})
+    with pytest.raises(ValueError, match="more than once"):
+        opt.add_param_group({"params": [b, a]})
+    assert len(opt.param_groups) == 1
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        torch.optim.SGD([ta, ta], lr=0.1)
+    with pytest.raises(ValueError, match="more than once"):
+        optim.SGD([a, a], lr=0.1)

@@ -98,9 +98,11 @@ class DataLoader:
         self.arrays = _arrays(dataset)
         self.dataset = dataset
         n = len(self.arrays[0])
-        if batch_size is not None and (not isinstance(batch_size, int | np.integer) or batch_size < 1):
+        if batch_size is not None and (
+            not isinstance(batch_size, int | np.integer) or isinstance(batch_size, bool) or batch_size < 1
+        ):
             raise DataError(f"DataLoader: batch_size must be a positive integer or None, got {batch_size!r}")
-        self.batch_size = n if batch_size is None else int(batch_size)
+        self.batch_size = max(n, 1) if batch_size is None else int(batch_size)  # an empty dataset: 0 batches
         self.shuffle, self.drop_last = shuffle, drop_last
         self.generator = generator if generator is not None else default_generator
 

@@ -86,10 +86,10 @@ class Sequential(Module):
         return x if held is None else held(x)
 
     def __getitem__(self, idx: int | slice) -> Module:
-        mods = list(self._modules.values())
+        """The module at idx; a slice is a Sequential of the same class that keeps the children's names, as PyTorch."""
         if isinstance(idx, slice):
-            return Sequential(*mods[idx])
-        return mods[idx]
+            return type(self)(OrderedDict(list(self._modules.items())[idx]))
+        return list(self._modules.values())[idx]
 
     def __len__(self) -> int:
         return len(self._modules)

@@ -115,10 +115,27 @@ class Module:
             setattr(self, name, param)
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        """A tensor kept with the module (moved by `to()`), in the state dict unless persistent=False.
+
+        PyTorch's checks: the name is a non-empty string without '.' that is not already another attribute
+        (KeyError), and the value a Tensor or None (TypeError)."""
+        if not isinstance(name, str):
+            raise TypeError(f"buffer name must be a string, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"buffer name must be a non-empty string without '.', got {name!r}")
+        if name not in self._buffers and hasattr(self, name):
+            raise KeyError(f"cannot register buffer {name!r}: {self._get_name()} already has an attribute {name!r}")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(
+                f"buffer {name!r} must be a Tensor or None, got {type(tensor).__name__} (wrap it: chainrule.tensor(x))"
+            )
         names = self.__dict__.setdefault("_buffer_names", set())
         names.add(name)
-        if not persistent:
-            self.__dict__.setdefault("_non_persistent", set()).add(name)
+        non_persistent = self.__dict__.setdefault("_non_persistent", set())
+        if persistent:
+            non_persistent.discard(name)
+        else:
+            non_persistent.add(name)
         self.__dict__.pop(name, None)
         self._buffers[name] = tensor
 
@@ -200,28 +217,31 @@ class Module:
         for _, m in self.named_children():
             yield m
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+    def _named_members(self, store: str, prefix: str, recurse: bool) -> Iterator[tuple[str, Any]]:
+        """(dotted name, value) of the non-None entries of each module's `store` ("_parameters" or "_buffers"),
+        this module's only unless recurse; a tensor held by several modules once, under its first name."""
         seen: set[int] = set()
         mods = self.named_modules(prefix) if recurse else iter([(prefix, self)])
         for mname, m in mods:
-            for k, p in m._parameters.items():
-                if p is None or id(p) in seen:
+            for k, t in getattr(m, store).items():
+                if t is None or id(t) in seen:
                     continue
-                seen.add(id(p))
-                yield (f"{mname}.{k}" if mname else k), p
+                seen.add(id(t))
+                yield (f"{mname}.{k}" if mname else k), t
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        return self._named_members("_parameters", prefix, recurse)
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
-        for mname, m in self.named_modules(prefix):
-            for k, b in m._buffers.items():
-                if b is not None:
-                    yield (f"{mname}.{k}" if mname else k), b
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Tensor]]:
+        """(name, buffer) of this module and, with recurse, its submodules; a shared buffer once, as PyTorch."""
+        return self._named_members("_buffers", prefix, recurse)
 
-    def buffers(self) -> Iterator[Tensor]:
-        for _, b in self.named_buffers():
+    def buffers(self, recurse: bool = True) -> Iterator[Tensor]:
+        for _, b in self.named_buffers(recurse=recurse):
             yield b
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -230,8 +250,12 @@ class Module:
 
     # -- modes and gradients
     def train(self, mode: bool = True) -> Module:
-        for m in self.modules():
-            object.__setattr__(m, "training", mode)
+        """Set `training` here and call each child's own `train(mode)` (an override is honoured); returns self."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"{self._get_name()}.train: mode must be True or False, got {mode!r}")
+        object.__setattr__(self, "training", mode)
+        for m in self.children():
+            m.train(mode)
         return self
 
     def eval(self) -> Module:
@@ -252,8 +276,10 @@ class Module:
                 p.grad.data.fill(0)
 
     def apply(self, fn: Any) -> Module:
-        for m in list(self.modules())[::-1]:
-            fn(m)
+        """Call fn on every submodule, children before their parent (post-order, as PyTorch); returns self."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
         return self
 
     # -- dtype
@@ -291,13 +317,16 @@ class Module:
         return self.to(np.float32)
 
     # -- state
-    def _state_items(self) -> Iterator[tuple[str, Tensor]]:
-        for mname, m in self.named_modules():
-            skip = m.__dict__.get("_non_persistent", ())
-            for store in (m._parameters, m._buffers):
-                for k, t in store.items():
-                    if t is not None and k not in skip:
-                        yield (f"{mname}.{k}" if mname else k), t
+    def _state_items(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(key, tensor) for the state dict: a module reached by several paths (shared) under each, as PyTorch."""
+        skip = self.__dict__.get("_non_persistent", ())
+        for store in (self._parameters, self._buffers):
+            for k, t in store.items():
+                if t is not None and k not in skip:
+                    yield prefix + k, t
+        for name, m in self._modules.items():
+            if m is not None:
+                yield from m._state_items(f"{prefix}{name}.")
 
     def state_dict(self, prefix: str = "", keep_vars: bool = False) -> OrderedDict[str, Any]:
         """Parameters and persistent buffers as NumPy arrays (copies), with PyTorch's key names.
