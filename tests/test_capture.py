@@ -553,13 +553,15 @@ def test_one_element_sum_and_mean_of_minus_zero_are_plus_zero_as_numpy_sums():
             np.testing.assert_array_equal([p.grad.item() for p in ps], [q.grad.item() for q in qs])
 
 
-def test_read_only_parameter_after_capture_is_named_and_nothing_is_updated():
-    """The generated code writes every value in turn: a read-only one is found by the guards (eager step)."""
+@pytest.mark.parametrize("j", [0, 1])
+def test_read_only_parameter_after_capture_is_named_and_nothing_is_updated(j):
+    """The generated code writes the values first, in turn: at a read-only one it undoes those written before it
+    and runs the eager step, which names the parameter."""
     ps, opt, loss_fn = make(momentum=0.9)
     step = cr.capture(loss_fn, opt)
     step(2.0, 0.5), step(2.0, 0.5)
-    ps[1].data.flags.writeable = False
+    ps[j].data.flags.writeable = False
     values, buffers = bits(ps), [opt.state[p]["momentum_buffer"].item() for p in ps]
-    with pytest.raises(ValueError, match=r"SGD: parameter 1 of parameter group 0 \(shape \(\)\).*read-only"):
+    with pytest.raises(ValueError, match=rf"SGD: parameter {j} of parameter group 0 \(shape \(\)\).*read-only"):
         step(2.0, 0.5)
     assert bits(ps) == values and [opt.state[p]["momentum_buffer"].item() for p in ps] == buffers

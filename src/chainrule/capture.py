@@ -235,9 +235,9 @@ class CapturedStep:
     or `.data`, or from a detached tensor (a `detach()` used directly as an operand of a recorded op is recomputed
     from its source at every call). Python control flow in `loss_fn` keeps its traced outcome, as in
     torch.jit.trace. Each replay checks cheaply that the optimizer's groups, parameters, their arrays and the
-    momentum buffers are those it was generated for, and the arrays to update writeable; if not (or under no_grad
-    or detect_anomaly, or where Python float arithmetic would raise, e.g. a division by zero), the step runs
-    eagerly and, where needed, is captured again.
+    momentum buffers are those it was generated for; if not (or under no_grad or detect_anomaly, or where Python
+    float arithmetic would raise, e.g. a division by zero, or a parameter's array is read-only: its values written
+    so far are undone), the step runs eagerly and, where needed, is captured again.
     """
 
     def __init__(self, loss_fn: Callable[..., Tensor], optimizer: Optimizer) -> None:
@@ -537,10 +537,6 @@ class _Plan:
                 checks.append(f"_state.get(W{j}) is not S{j} or S{j}.get('momentum_buffer') is not B{j}")
         lines.append(f"    if {' or '.join(checks)}:")
         lines.append("        raise _Stale")
-        written = [f"A{j}.flags.writeable" for j, p in enumerate(self.params) if id(p) in self.grad_param]
-        if written:  # a read-only value would fail half-way through the write-back: the eager step refuses it first
-            lines.append(f"    if not ({' and '.join(written)}):")
-            lines.append("        raise _Stale")
         for j in range(len(self.params)):
             lines.append(f"    w{j} = A{j}.item()")
         return lines
@@ -579,6 +575,7 @@ class _Plan:
     def _update(self) -> list[str]:
         lines = ["    # SGD update (the arithmetic of chainrule.optim.SGD)"]
         writes = ["    # write back: values in place, one in-place clock tick, new gradients, momentum buffers"]
+        values = []  # (A{j}[index] = n{j}, its undo A{j}[index] = w{j}) for the parameters updated
         j = 0
         updated = []
         for gi, (group, mode) in enumerate(zip(self.groups, self.modes)):
@@ -608,10 +605,19 @@ class _Plan:
                         step = f"s{j}"
                     writes.append(f"    B{j}[{_index(shape)}] = b{j}")
                 lines.append(f"    n{j} = {w} - {step} * lr{gi}")
-                writes.append(f"    A{j}[{_index(shape)}] = n{j}")
+                values.append((f"A{j}[{_index(shape)}] = n{j}", f"A{j}[{_index(shape)}] = {w}", f"A{j}"))
                 writes += _grad_lines(j, shape)
                 updated.append(j)
                 j += 1
+        if values:  # first, so that a read-only value (ValueError) is undone before anything else is written
+            undo = [f"        if {a}.flags.writeable:\n            {u}" for _, u, a in values]
+            writes[1:1] = [
+                "    try:",
+                *(f"        {w}" for w, _, _ in values),
+                "    except ValueError:  # a read-only value: undo the ones written; the eager step names it",
+                *undo,
+                "        raise _Stale",
+            ]
         if updated:
             writes.append("    _CLOCK[0] += 1")
             writes.append(f"    {' = '.join(f'W{j}._ver' for j in updated)} = _CLOCK[0]")
