@@ -252,3 +252,12 @@ def test_fuzz_csv_loads_or_raises_data_error(tmp_path, rows, delim, target, junk
         assert str(p) in str(e) or "task" in str(e)
     else:
         assert len(b.x) == len(b.y) > 0 and np.isfinite(b.x).all()
+
+
+def test_a_header_read_as_data_under_no_header_gets_a_hint(tmp_path):
+    p = write(tmp_path, "a,b,label\n1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"row 1, column 1: not a number: 'a' \(if the first row names the columns.*"):
+        load_csv(p, header=False)
+    p = write(tmp_path, "1,2,0\n3,x,1\n")  # a later row: no hint
+    with pytest.raises(DataError, match=r"row 2, column 2: not a number: 'x'$"):
+        load_csv(p, header=False)

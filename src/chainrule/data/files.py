@@ -153,6 +153,8 @@ def load_csv(
             v = _number(cell)
             if v is None or cell.lower() in MISSING:
                 what = "missing value" if cell.lower() in MISSING else f"not a number: {cell[:40]!r}"
+                if i == 0 and not header and v is None and cell.lower() not in MISSING:
+                    what += " (if the first row names the columns, drop --no-header / header=False)"
                 raise DataError(f"{path}: row {line}, {colname(j)}: {what}")
             if not math.isfinite(v) or abs(v) > np.finfo(np.float32).max:
                 raise DataError(f"{path}: row {line}, {colname(j)}: {cell[:40]!r} is not a finite float32 number")
