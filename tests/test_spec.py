@@ -54,6 +54,8 @@ def test_same_seed_same_weights():
     "spec, match",
     [
         ("mlp:a,b", "integers"),
+        ("mlp:4,,4", "integers"),  # an empty size was skipped: a layer silently missing
+        ("mlp:64,", "integers"),
         ("mlp:0", "positive"),
         ("transformer:3", "unknown model form"),
         ([{"type": "Conv9d"}], "unknown layer type"),

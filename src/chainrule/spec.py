@@ -159,7 +159,7 @@ def expand_compact(spec: str, activation: str = "relu") -> list[dict[str, Any]]:
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
     try:
-        sizes = [int(s) for s in rest.replace(" ", "").split(",") if s] if rest.strip() else []
+        sizes = [int(s) for s in rest.replace(" ", "").split(",")] if rest.strip() else []  # "4,,4": an error
     except ValueError:
         raise ConfigError(f"model {spec!r}: sizes must be integers separated by commas, e.g. mlp:64,64") from None
     if any(s < 1 for s in sizes):
