@@ -191,6 +191,8 @@ def test_scheduler_option_that_is_not_a_number_refused_before_training() -> None
         ("step:step_size=x", "scheduler StepLR: option 'step_size' must be a number, got 'x'"),
         ({"name": "exponential", "gamma": "0.9"}, "option 'gamma' must be a number, got '0.9'"),
         ("multistep:milestones=2/a", r"option 'milestones' must be a number, got \['2/a'\]"),
+        ("step:step_size=0", "^StepLR: step_size must be a positive number of epochs, got 0$"),  # named once
+        ("cosine:T_max=-1", "^CosineAnnealingLR: T_max must be positive, got -1$"),
     ]:
         with pytest.raises(ConfigError, match=match):
             make_scheduler(spec, opt, epochs=4)

@@ -445,7 +445,8 @@ def make_scheduler(spec: str | dict[str, Any], optimizer: Any, epochs: int) -> A
     try:
         return cls(optimizer, **opts)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"scheduler {cls.__name__}: {e}") from None
+        text = str(e)  # the scheduler's own messages start with its name already
+        raise ConfigError(text if text.startswith(cls.__name__) else f"scheduler {cls.__name__}: {text}") from None
 
 
 def make_optimizer(name: str, params: Any, lr: float | None = None, **options: Any) -> Any:
