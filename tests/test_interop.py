@@ -104,7 +104,9 @@ def test_batchnorm_buffers_cross_with_num_batches_tracked() -> None:
     model = nn.Sequential(nn.Linear(3, 4, dtype=cr.float64), nn.BatchNorm1d(4, dtype=cr.float64))
     model[1].running_var.data[...] = 2.0
     tm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double()
-    tm.load_state_dict(to_torch_state_dict(model))  # strict: every key matches, num_batches_tracked included
+    sd = to_torch_state_dict(model)
+    assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in tm.state_dict().items()}  # 0-d stays 0-d
+    tm.load_state_dict(sd)  # strict: every key matches, num_batches_tracked included
     np.testing.assert_array_equal(tm[1].running_var.numpy(), np.full(4, 2.0))
     with torch.no_grad():
         tm[1].running_mean.fill_(7.0)

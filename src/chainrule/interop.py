@@ -209,7 +209,7 @@ def to_torch_state_dict(model: Module) -> OrderedDict[str, Any]:
     torch = _torch()
     out: OrderedDict[str, Any] = OrderedDict()
     for k, v in model.state_dict().items():
-        out[k] = torch.from_numpy(np.ascontiguousarray(v).copy())
+        out[k] = torch.from_numpy(np.array(v, order="C"))  # a copy; ascontiguousarray would make 0-d arrays 1-d
     for mname, m in model.named_modules():
         key = f"{mname}.num_batches_tracked" if mname else "num_batches_tracked"
         if type(m).__name__.startswith("BatchNorm") and getattr(m, "running_mean", None) is not None and key not in out:
