@@ -210,3 +210,14 @@ def test_named_sequential_keeps_names_and_mode() -> None:
     assert list(model.state_dict()) == ["fc.weight", "fc.bias"] and not model.training and not model.fc.training
     np.testing.assert_allclose(_cr_out(model), _torch_out(tm), rtol=1e-13, atol=1e-14)
     assert list(to_torch(model).state_dict()) == ["fc.weight", "fc.bias"]
+
+
+def test_each_layers_mode_is_carried_both_ways() -> None:
+    """A model training with one BatchNorm frozen in eval mode keeps exactly that mix."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Dropout(0.5), nn.BatchNorm1d(4)))
+    model.train()
+    model[1].eval()
+    modes = [m.training for m in model.modules()]
+    tm = to_torch(model)
+    assert [m.training for m in tm.modules()] == modes
+    assert [m.training for m in from_torch(tm).modules()] == modes

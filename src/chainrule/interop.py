@@ -226,5 +226,4 @@ def to_torch(model: Module) -> Any:
     if dt is not None:
         tmodel.to(dt)
     tmodel.load_state_dict(state)
-    tmodel.train(model.training)
-    return tmodel
+    return tmodel  # each layer in its own train/eval mode, set by _convert
