@@ -221,3 +221,19 @@ def test_each_layers_mode_is_carried_both_ways() -> None:
     tm = to_torch(model)
     assert [m.training for m in tm.modules()] == modes
     assert [m.training for m in from_torch(tm).modules()] == modes
+
+
+@pytest.mark.parametrize(
+    "layer, why",
+    [
+        (lambda: torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), "padding_mode='reflect'"),
+        (lambda: torch.nn.Embedding(5, 2, max_norm=1.0), "max_norm"),
+        (lambda: torch.nn.Embedding(5, 2, scale_grad_by_freq=True), "scale_grad_by_freq"),
+        (lambda: torch.nn.LSTM(3, 4, proj_size=2), "proj_size"),
+    ],
+    ids=["Conv2d-reflect", "Embedding-max_norm", "Embedding-scale_grad_by_freq", "LSTM-proj_size"],
+)
+def test_arguments_chainrule_refuses_are_named_with_the_layer_path(layer, why) -> None:
+    tm = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.ReLU(), layer()))
+    with pytest.raises(ChainruleError, match=rf"layer '1\.1' \({type(tm[1][1]).__name__}\).*{why}"):
+        from_torch(tm)

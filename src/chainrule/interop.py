@@ -50,7 +50,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "BatchNorm1d": _BN,
     "BatchNorm2d": _BN,
     "LayerNorm": ("normalized_shape", "eps", "elementwise_affine", "bias"),
-    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx", "max_norm"),
+    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "scale_grad_by_freq", "sparse"),
     "Dropout": ("p",),
     "LeakyReLU": ("negative_slope",),
     "ELU": ("alpha",),
@@ -62,7 +62,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "Unflatten": ("dim", "unflattened_size"),
     "RNN": _RNN,
     "GRU": _RNN,
-    "LSTM": _RNN,
+    "LSTM": (*_RNN, "proj_size"),
 }
 for _name in ("ReLU", "Sigmoid", "LogSigmoid", "Tanh", "SiLU", "Identity", "Sequential", "ModuleList", "ModuleDict"):
     _ARGS[_name] = ()
@@ -152,7 +152,10 @@ def _convert(src: Any, namespace: Any, path: str) -> Any:
     elif sub:
         raise ChainruleError(f"layer '{path or 'model'}' ({name}) has unexpected child modules {[k for k, _ in sub]}")
     else:
-        out = target_cls(**_constructor_kwargs(src, target_cls, path))
+        try:
+            out = target_cls(**_constructor_kwargs(src, target_cls, path))
+        except (NotImplementedError, ValueError, TypeError) as e:  # an argument the target refuses
+            raise ChainruleError(f"layer '{path or 'model'}' ({name}): {e}") from e
     out.training = src.training  # this layer only: children keep their own mode
     return out
 
