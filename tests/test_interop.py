@@ -237,3 +237,20 @@ def test_arguments_chainrule_refuses_are_named_with_the_layer_path(layer, why) -
     tm = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.ReLU(), layer()))
     with pytest.raises(ChainruleError, match=rf"layer '1\.1' \({type(tm[1][1]).__name__}\).*{why}"):
         from_torch(tm)
+
+
+def test_shared_modules_and_tied_weights_stay_shared_both_ways() -> None:
+    shared = torch.nn.Linear(3, 3)
+    emb, head = torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False)
+    head.weight = emb.weight  # tied input and output embeddings
+    tm = torch.nn.Sequential(emb, shared, torch.nn.Tanh(), shared, head).double()
+    model = from_torch(tm)
+    assert len(model) == 5 and model[1] is model[3] and model[0].weight is model[4].weight
+    assert list(model.state_dict()) == list(tm.state_dict())
+    idx = np.array([[0, 4], [2, 1]])
+    with torch.no_grad():
+        want = tm(torch.from_numpy(idx)).numpy()
+    np.testing.assert_allclose(model(cr.tensor(idx)).data, want, rtol=1e-13, atol=1e-14)
+    back = to_torch(model)
+    assert back[1] is back[3] and back[0].weight is back[4].weight
+    assert list(back.state_dict()) == list(tm.state_dict())
