@@ -543,6 +543,8 @@ def export(
         ir_version=helper.find_min_ir_version_for([opset_id]),
     )
     onnx.checker.check_model(proto, full_check=True)
-    if path is not None:
-        onnx.save(proto, str(path))
+    if path is not None:  # atomically: an error while writing leaves the old file (or none), never half a file
+        from .serialize import atomic_write
+
+        atomic_write(path, lambda f: f.write(proto.SerializeToString()))
     return proto
