@@ -181,3 +181,10 @@ def test_file_with_1d_copy_of_0d_buffer_still_loads(tmp_path):
     state = {k: v.reshape(1) if v.ndim == 0 else v for k, v in model.state_dict().items()}
     save_tensors(tmp_path / "old.npz", state, {"kind": "model", "spec": model._chainrule_spec})
     assert load(tmp_path / "old.npz")[1].num_batches_tracked.shape == ()
+
+
+def test_atomic_write_into_missing_folder_names_the_file(tmp_path):
+    p = tmp_path / "nodir" / "m.npz"
+    with pytest.raises(FileNotFoundError) as e:
+        atomic_write(p, lambda f: f.write(b"x"))
+    assert e.value.filename == str(p) and ".tmp" not in str(e.value)
