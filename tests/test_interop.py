@@ -104,7 +104,9 @@ def test_batchnorm_buffers_cross_with_num_batches_tracked() -> None:
     model = nn.Sequential(nn.Linear(3, 4, dtype=cr.float64), nn.BatchNorm1d(4, dtype=cr.float64))
     model[1].running_var.data[...] = 2.0
     tm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double()
-    tm.load_state_dict(to_torch_state_dict(model))  # strict: every key matches, num_batches_tracked included
+    sd = to_torch_state_dict(model)
+    assert {k: v.shape for k, v in sd.items()} == {k: v.shape for k, v in tm.state_dict().items()}  # 0-d stays 0-d
+    tm.load_state_dict(sd)  # strict: every key matches, num_batches_tracked included
     np.testing.assert_array_equal(tm[1].running_var.numpy(), np.full(4, 2.0))
     with torch.no_grad():
         tm[1].running_mean.fill_(7.0)
@@ -208,3 +210,47 @@ def test_named_sequential_keeps_names_and_mode() -> None:
     assert list(model.state_dict()) == ["fc.weight", "fc.bias"] and not model.training and not model.fc.training
     np.testing.assert_allclose(_cr_out(model), _torch_out(tm), rtol=1e-13, atol=1e-14)
     assert list(to_torch(model).state_dict()) == ["fc.weight", "fc.bias"]
+
+
+def test_each_layers_mode_is_carried_both_ways() -> None:
+    """A model training with one BatchNorm frozen in eval mode keeps exactly that mix."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.Dropout(0.5), nn.BatchNorm1d(4)))
+    model.train()
+    model[1].eval()
+    modes = [m.training for m in model.modules()]
+    tm = to_torch(model)
+    assert [m.training for m in tm.modules()] == modes
+    assert [m.training for m in from_torch(tm).modules()] == modes
+
+
+@pytest.mark.parametrize(
+    "layer, why",
+    [
+        (lambda: torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect"), "padding_mode='reflect'"),
+        (lambda: torch.nn.Embedding(5, 2, max_norm=1.0), "max_norm"),
+        (lambda: torch.nn.Embedding(5, 2, scale_grad_by_freq=True), "scale_grad_by_freq"),
+        (lambda: torch.nn.LSTM(3, 4, proj_size=2), "proj_size"),
+    ],
+    ids=["Conv2d-reflect", "Embedding-max_norm", "Embedding-scale_grad_by_freq", "LSTM-proj_size"],
+)
+def test_arguments_chainrule_refuses_are_named_with_the_layer_path(layer, why) -> None:
+    tm = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.ReLU(), layer()))
+    with pytest.raises(ChainruleError, match=rf"layer '1\.1' \({type(tm[1][1]).__name__}\).*{why}"):
+        from_torch(tm)
+
+
+def test_shared_modules_and_tied_weights_stay_shared_both_ways() -> None:
+    shared = torch.nn.Linear(3, 3)
+    emb, head = torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False)
+    head.weight = emb.weight  # tied input and output embeddings
+    tm = torch.nn.Sequential(emb, shared, torch.nn.Tanh(), shared, head).double()
+    model = from_torch(tm)
+    assert len(model) == 5 and model[1] is model[3] and model[0].weight is model[4].weight
+    assert list(model.state_dict()) == list(tm.state_dict())
+    idx = np.array([[0, 4], [2, 1]])
+    with torch.no_grad():
+        want = tm(torch.from_numpy(idx)).numpy()
+    np.testing.assert_allclose(model(cr.tensor(idx)).data, want, rtol=1e-13, atol=1e-14)
+    back = to_torch(model)
+    assert back[1] is back[3] and back[0].weight is back[4].weight
+    assert list(back.state_dict()) == list(tm.state_dict())

@@ -216,3 +216,30 @@ def test_recurrent_sequence_length_is_dynamic(tmp_path) -> None:
         want = _flat(model(cr.tensor(x.astype(np.float64))))
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_export_leaves_each_layers_mode_as_it_was() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.5))
+    model.train()
+    model[1].eval()  # a frozen BatchNorm in a training model
+    export(model, np.zeros((2, 3), np.float32))
+    assert [m.training for m in model.modules()] == [True, True, False, True]
+
+
+def test_export_writes_atomically(tmp_path, monkeypatch) -> None:
+    import errno
+    import os
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"old")
+
+    def disk_full(fd: int) -> None:  # a full disk is often only reported when the data is flushed
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        export(nn.Linear(3, 2), np.zeros((1, 3), np.float32), path)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["m.onnx"]
+    monkeypatch.undo()
+    export(nn.Linear(3, 2), np.zeros((1, 3), np.float32), path)
+    onnx.checker.check_model(str(path), full_check=True)

@@ -159,3 +159,32 @@ def test_checksum_depends_on_name_dtype_shape_values():
     assert base != checksum({"a": a.reshape(4)})
     assert base != checksum({"a": a + 1})
     assert base == checksum({"a": a.copy()})
+
+
+@pytest.mark.parametrize("ext", [".safetensors", ".npz"])
+def test_batchnorm_model_round_trips_with_0d_buffer(tmp_path, ext):
+    layers = [{"type": "Linear", "out_features": 4}, {"type": "BatchNorm1d"}, {"type": "Linear"}]
+    model = build_model(layers, 3, 2, seed=1, dtype=np.float64)
+    model[1].num_batches_tracked.data[...] = 7
+    p = tmp_path / f"m{ext}"
+    save(model, p)
+    back = load(p)
+    for (k, a), (k2, b) in zip(model.state_dict().items(), back.state_dict().items(), strict=True):
+        assert k == k2 and a.shape == b.shape and a.dtype == b.dtype, k
+        np.testing.assert_array_equal(a, b)
+    assert load_tensors(p)[0]["1.num_batches_tracked"].shape == ()
+
+
+def test_file_with_1d_copy_of_0d_buffer_still_loads(tmp_path):
+    """Files written before 0-d arrays were kept 0-d hold num_batches_tracked as shape (1,)."""
+    model = build_model([{"type": "Linear", "out_features": 4}, {"type": "BatchNorm1d"}], 3, seed=1)
+    state = {k: v.reshape(1) if v.ndim == 0 else v for k, v in model.state_dict().items()}
+    save_tensors(tmp_path / "old.npz", state, {"kind": "model", "spec": model._chainrule_spec})
+    assert load(tmp_path / "old.npz")[1].num_batches_tracked.shape == ()
+
+
+def test_atomic_write_into_missing_folder_names_the_file(tmp_path):
+    p = tmp_path / "nodir" / "m.npz"
+    with pytest.raises(FileNotFoundError) as e:
+        atomic_write(p, lambda f: f.write(b"x"))
+    assert e.value.filename == str(p) and ".tmp" not in str(e.value)

@@ -50,7 +50,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "BatchNorm1d": _BN,
     "BatchNorm2d": _BN,
     "LayerNorm": ("normalized_shape", "eps", "elementwise_affine", "bias"),
-    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx", "max_norm"),
+    "Embedding": ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "scale_grad_by_freq", "sparse"),
     "Dropout": ("p",),
     "LeakyReLU": ("negative_slope",),
     "ELU": ("alpha",),
@@ -62,7 +62,7 @@ _ARGS: dict[str, tuple[str, ...]] = {
     "Unflatten": ("dim", "unflattened_size"),
     "RNN": _RNN,
     "GRU": _RNN,
-    "LSTM": _RNN,
+    "LSTM": (*_RNN, "proj_size"),
 }
 for _name in ("ReLU", "Sigmoid", "LogSigmoid", "Tanh", "SiLU", "Identity", "Sequential", "ModuleList", "ModuleDict"):
     _ARGS[_name] = ()
@@ -132,8 +132,14 @@ def _constructor_kwargs(src: Module | Any, target_cls: type, path: str) -> dict[
     return kwargs
 
 
-def _convert(src: Any, namespace: Any, path: str) -> Any:
-    """Build the module tree of `namespace` (chainrule.nn or torch.nn) mirroring `src`; weights not copied."""
+def _convert(src: Any, namespace: Any, path: str, memo: dict[int, Any] | None = None) -> Any:
+    """Build the module tree of `namespace` (chainrule.nn or torch.nn) mirroring `src`; weights not copied.
+
+    A module found at several places in `src` is converted once and shared in the same places (`memo`).
+    """
+    memo = {} if memo is None else memo
+    if id(src) in memo:
+        return memo[id(src)]
     name = type(src).__name__
     target_cls = getattr(namespace, name, None)
     if name not in _ARGS or target_cls is None:
@@ -141,8 +147,8 @@ def _convert(src: Any, namespace: Any, path: str) -> Any:
             f"layer '{path or 'model'}' ({name}) has no counterpart in {namespace.__name__}; "
             "build the model yourself and exchange weights with state dicts"
         )
-    children = [(k, c) for k, c in src.named_children()]
-    sub = [(k, _convert(c, namespace, f"{path}.{k}" if path else k)) for k, c in children]
+    children = [(k, c) for k, c in src._modules.items() if c is not None]  # torch's named_children skips repeats
+    sub = [(k, _convert(c, namespace, f"{path}.{k}" if path else k, memo)) for k, c in children]
     if name == "Sequential":
         out = target_cls(OrderedDict(sub))
     elif name == "ModuleList":
@@ -152,9 +158,34 @@ def _convert(src: Any, namespace: Any, path: str) -> Any:
     elif sub:
         raise ChainruleError(f"layer '{path or 'model'}' ({name}) has unexpected child modules {[k for k, _ in sub]}")
     else:
-        out = target_cls(**_constructor_kwargs(src, target_cls, path))
+        try:
+            out = target_cls(**_constructor_kwargs(src, target_cls, path))
+        except (NotImplementedError, ValueError, TypeError) as e:  # an argument the target refuses
+            raise ChainruleError(f"layer '{path or 'model'}' ({name}): {e}") from e
     out.training = src.training  # this layer only: children keep their own mode
+    memo[id(src)] = out
     return out
+
+
+def _tie(src: Any, out: Any) -> None:
+    """A parameter held at several places in `src` (tied weights) is one parameter in `out`, too."""
+
+    def slots(m: Any, prefix: str = "") -> Any:
+        for k, p in m._parameters.items():
+            if p is not None:
+                yield m, prefix, k, p
+        for k, c in m._modules.items():
+            if c is not None:
+                yield from slots(c, f"{prefix}{k}.")
+
+    first: dict[int, Any] = {}
+    twins = {(prefix, k): (owner, k) for owner, prefix, k, _ in slots(out)}
+    for _, prefix, k, p in slots(src):
+        owner, leaf = twins[prefix, k]
+        if id(p) in first:
+            setattr(owner, leaf, first[id(p)])
+        else:
+            first[id(p)] = getattr(owner, leaf)
 
 
 def _float_dtype(state: dict[str, np.ndarray]) -> np.dtype | None:
@@ -188,6 +219,7 @@ def from_torch(source: Any, model: Module | None = None) -> Any:
             dt = _float_dtype(state)
             if dt is not None:
                 model.to(dt)
+            _tie(source, model)
         source = state
     if not hasattr(source, "items"):
         raise ChainruleError(f"from_torch expects a torch module or a state dict, got {type(source).__name__}")
@@ -209,7 +241,7 @@ def to_torch_state_dict(model: Module) -> OrderedDict[str, Any]:
     torch = _torch()
     out: OrderedDict[str, Any] = OrderedDict()
     for k, v in model.state_dict().items():
-        out[k] = torch.from_numpy(np.ascontiguousarray(v).copy())
+        out[k] = torch.from_numpy(np.array(v, order="C"))  # a copy; ascontiguousarray would make 0-d arrays 1-d
     for mname, m in model.named_modules():
         key = f"{mname}.num_batches_tracked" if mname else "num_batches_tracked"
         if type(m).__name__.startswith("BatchNorm") and getattr(m, "running_mean", None) is not None and key not in out:
@@ -226,5 +258,5 @@ def to_torch(model: Module) -> Any:
     if dt is not None:
         tmodel.to(dt)
     tmodel.load_state_dict(state)
-    tmodel.train(model.training)
-    return tmodel
+    _tie(model, tmodel)
+    return tmodel  # each layer in its own train/eval mode, set by _convert

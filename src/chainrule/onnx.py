@@ -495,7 +495,7 @@ def export(
                 f"onnx export: standardize mean {mean.shape} and std {std.shape} do not fit inputs {x.shape[1:]}"
             ) from None
         name = g.node("Div", [g.node("Sub", [name, g.const("mean", mean)], "standardize"), g.const("std", std)], "std")
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # restored layer by layer: some may be frozen in eval
     model.eval()
     try:
         with no_grad():
@@ -506,7 +506,8 @@ def export(
                 name = _RULES[type(layer).__name__](g, layer, lpath, name, value.data)
                 value = layer(value)
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
     outputs = _flatten_outputs(name, value)
     graph_outputs = []
@@ -542,6 +543,8 @@ def export(
         ir_version=helper.find_min_ir_version_for([opset_id]),
     )
     onnx.checker.check_model(proto, full_check=True)
-    if path is not None:
-        onnx.save(proto, str(path))
+    if path is not None:  # atomically: an error while writing leaves the old file (or none), never half a file
+        from .serialize import atomic_write
+
+        atomic_write(path, lambda f: f.write(proto.SerializeToString()))
     return proto

@@ -56,7 +56,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     """
     path = Path(path)
     _writes[0] += 1
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # e.g. no such folder: name the file asked for, not the temporary one
+        raise type(e)(e.errno, e.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -91,7 +94,7 @@ def checksum(tensors: dict[str, np.ndarray]) -> str:
     """sha256 over names, dtypes, shapes and bytes, in name order."""
     h = hashlib.sha256()
     for k in sorted(tensors):
-        a = np.ascontiguousarray(tensors[k])
+        a = np.asarray(tensors[k], order="C")
         h.update(k.encode() + b"\0" + a.dtype.str.encode() + repr(a.shape).encode() + b"\0")
         h.update(a.tobytes())
     return h.hexdigest()
@@ -130,7 +133,8 @@ def default_extension() -> str:
 def save_tensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
     """Write arrays and JSON-serialisable metadata atomically; .npz paths use NumPy, others safetensors."""
     path = os.fspath(path)
-    arrays = {k: np.ascontiguousarray(v.data if hasattr(v, "_op") else v) for k, v in tensors.items()}
+    # not ascontiguousarray: it makes a 0-d array (BatchNorm's num_batches_tracked) 1-d
+    arrays = {k: np.asarray(v.data if hasattr(v, "_op") else v, order="C") for k, v in tensors.items()}
     for k, a in arrays.items():
         if a.dtype.kind not in "biuf":
             raise ModelFileError(f"{path}: cannot save {k!r} of dtype {a.dtype}")
@@ -269,6 +273,8 @@ def load_state_into(model: Any, state: dict[str, np.ndarray], path: str) -> None
     if missing or unexpected:
         raise _fail(path, f"does not fit the model spec (missing {missing[:5]}, unexpected {unexpected[:5]})")
     for k, v in own.items():
+        if v.shape == () and state[k].shape == (1,):  # a 0-d buffer in a file written before 0-d arrays stayed 0-d
+            state[k] = state[k].reshape(())
         if state[k].shape != v.shape:
             raise _fail(path, f"tensor {k!r} has shape {state[k].shape}, the model spec needs {v.shape}")
         if state[k].dtype.kind != v.dtype.kind:
