@@ -557,3 +557,18 @@ def test_clip_grad_norm():
     m, loss, o = make(lr=10.0, opt="sgd")
     h = fit(m, loss, o, (x * 100, y), epochs=3, batch_size=16, grad_clip=0.01, quiet=True)
     assert h.stop_reason == "epochs"
+
+
+def test_reduce_lr_on_plateau_is_stepped_with_the_validation_loss():
+    """As in a PyTorch loop (scheduler.step(val_loss)): the epoch's validation loss, not its training loss."""
+    from chainrule.optim.lr_scheduler import ReduceLROnPlateau
+
+    x, y = moons()
+    m, loss, o = make(lr=0.05, opt="sgd")
+    sched = ReduceLROnPlateau(o, patience=0, factor=0.5)
+    seen, step = [], sched.step
+    sched.step = lambda metrics, epoch=None: (seen.append(metrics), step(metrics))
+    h = fit(m, loss, o, (x, y), val_data=(x[:20], y[:20]), epochs=4, batch_size=16, scheduler=sched, quiet=True)
+    assert seen == h["val_loss"]
+    h2 = fit(m, loss, o, (x, y), epochs=2, batch_size=16, scheduler=sched, quiet=True)  # no validation data
+    assert seen[4:] == h2["train_loss"]

@@ -593,13 +593,13 @@ def fit(
                         return _interrupted(history, where, rdir, main)
                     logs = history.epochs[-1]
                     logs["lr"] = _lr(optimizer)  # the rate this epoch used, before the scheduler moves it
-                    if scheduler is not None:
-                        _scheduler_step(scheduler, logs)
                     if dist is not None:
                         dist.average_buffers(model.buffers())
                     if val_data is not None:
                         v = evaluate(model, loss_fn, val_data, distributed=dist)
                         logs.update({f"val_{k}": val for k, val in v.items()})
+                    if scheduler is not None:  # after validation: ReduceLROnPlateau gets this epoch's val_loss
+                        _scheduler_step(scheduler, logs)
                     logs["time"] = time.perf_counter() - logs.pop("_t0")
                     reason = _check_stop(
                         logs, st, target_loss, tol, patience, early_stopping, monitor, mode, min_delta, model
