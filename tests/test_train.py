@@ -572,3 +572,18 @@ def test_reduce_lr_on_plateau_is_stepped_with_the_validation_loss():
     assert seen == h["val_loss"]
     h2 = fit(m, loss, o, (x, y), epochs=2, batch_size=16, scheduler=sched, quiet=True)  # no validation data
     assert seen[4:] == h2["train_loss"]
+
+
+def test_resuming_a_finished_run_keeps_best_epoch(tmp_path, monkeypatch):
+    import chainrule.train as tr
+
+    x, y = moons(40)
+    hs = []
+    for resume in (False, True):
+        vals = iter([1.0, 0.5, 0.6, 0.7])  # best at epoch 2, early stopping (patience 2) after epoch 4
+        monkeypatch.setattr(tr, "evaluate", lambda *a, **k: {"loss": next(vals), "accuracy": 0.5})
+        m, loss, o = make()
+        kw = dict(val_data=(x, y), epochs=10, early_stopping=2, run_dir=tmp_path, resume=resume, quiet=True)
+        hs.append(fit(m, loss, o, (x, y), **kw))
+    assert hs[0].stop_reason == hs[1].stop_reason == "early_stopping"
+    assert hs[0].best_epoch == hs[1].best_epoch == 2

@@ -539,6 +539,7 @@ def fit(
             if history.stop_reason == "epochs" and st.epoch < epochs:
                 history.stop_reason, history.message = "", ""  # a larger budget continues the run
             if history.stop_reason:
+                history.best_epoch = st.best_epoch
                 if restore_best and st.best_state is not None:
                     model.load_state_dict(st.best_state)
                 return history
@@ -604,6 +605,7 @@ def fit(
                     reason = _check_stop(
                         logs, st, target_loss, tol, patience, early_stopping, monitor, mode, min_delta, model
                     )
+                    history.best_epoch = st.best_epoch  # also in the checkpoint and an interrupted run's history
                     for c in cbs:
                         if c.on_epoch_end(epoch, logs, history) and not reason:
                             reason = "callback"
