@@ -587,3 +587,49 @@ def test_resuming_a_finished_run_keeps_best_epoch(tmp_path, monkeypatch):
         hs.append(fit(m, loss, o, (x, y), **kw))
     assert hs[0].stop_reason == hs[1].stop_reason == "early_stopping"
     assert hs[0].best_epoch == hs[1].best_epoch == 2
+
+
+@pytest.mark.parametrize("loss_cls", [nn.BCEWithLogitsLoss, nn.BCELoss])
+def test_binary_losses_report_accuracy(loss_cls):
+    """One output per sample with a BCE loss: accuracy as Keras' binary_accuracy (a logit > 0, a probability > 0.5),
+    not regression metrics of logits against 0/1 labels."""
+    x, y = moons()
+    yf = y.astype(np.float32)[:, None]
+    cr.manual_seed(0)
+    layers = [nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)] + ([nn.Sigmoid()] if loss_cls is nn.BCELoss else [])
+    m = nn.Sequential(*layers)
+    loss = loss_cls()
+    h = fit(
+        m,
+        loss,
+        optim.Adam(m.parameters(), lr=0.05),
+        (x, yf),
+        val_data=(x, yf),
+        epochs=15,
+        batch_size=16,
+        early_stopping=20,
+        monitor="val_accuracy",
+        quiet=True,
+    )
+    assert h.task == "binary" and h.metric == "accuracy" and "train_mse" not in h.last
+    out = m(cr.tensor(x)).detach().numpy()[:, 0]
+    want = ((out > (0.0 if loss_cls is nn.BCEWithLogitsLoss else 0.5)) == y).mean()
+    assert h["val_accuracy"][-1] == pytest.approx(want) and want > 0.8
+    assert evaluate(m, loss, (x, yf))["accuracy"] == pytest.approx(want)
+    assert 0.5 < h["train_accuracy"][-1] <= 1
+
+
+def test_accuracy_of_one_column_uses_a_threshold():
+    assert accuracy(np.array([[0.2], [0.7], [0.9]]), np.array([0, 0, 1])) == pytest.approx(2 / 3)
+    assert accuracy(np.array([-1.0, 2.0, 0.5]), np.array([0.0, 1.0, 0.0]), threshold=0.0) == pytest.approx(2 / 3)
+
+
+def test_accuracy_with_class_probability_targets():
+    """CrossEntropyLoss with (N, C) probability targets: right when the largest logit is the likeliest class."""
+    x, y = moons()
+    probs = np.eye(2, dtype=np.float32)[y] * 0.9 + 0.05
+    m, loss, o = make()
+    h = fit(m, loss, o, (x, probs), val_data=(x, probs), epochs=10, batch_size=16, quiet=True)
+    want = (m(cr.tensor(x)).detach().numpy().argmax(1) == y).mean()
+    assert h["val_accuracy"][-1] == pytest.approx(want) and want > 0.8
+    assert 0.5 < h["train_accuracy"][-1] <= 1

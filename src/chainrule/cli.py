@@ -255,7 +255,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         return 0
     m = summary["metrics"]
     where = summary["evaluated_on"]
-    if summary["task"] == "classification":
+    if "accuracy" in m:  # classification, or a BCE loss on 0/1 targets
         print(f"{where} accuracy: {m['accuracy']:.4f}  ({where} loss {m['loss']:.4g})")
     else:
         print(f"{where} R²: {m['r2']:.4f}  MSE {m['mse']:.4g}  MAE {m['mae']:.4g}")
