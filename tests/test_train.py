@@ -633,3 +633,25 @@ def test_accuracy_with_class_probability_targets():
     want = (m(cr.tensor(x)).detach().numpy().argmax(1) == y).mean()
     assert h["val_accuracy"][-1] == pytest.approx(want) and want > 0.8
     assert 0.5 < h["train_accuracy"][-1] <= 1
+
+
+def test_one_cycle_lr_is_stepped_after_every_batch():
+    """OneCycleLR says "step it after every batch": fit does, and the rates the batches use are torch's."""
+    torch = pytest.importorskip("torch")
+    from chainrule.optim.lr_scheduler import OneCycleLR
+
+    x, y = moons(64)
+    m, loss, o = make(lr=0.1, opt="sgd")
+    sched = OneCycleLR(o, max_lr=0.1, epochs=3, steps_per_epoch=4)
+    used, step = [], o.step
+    o.step = lambda *a: (used.append(o.param_groups[0]["lr"]), step(*a))[1]
+    h = fit(m, loss, o, (x, y), epochs=3, batch_size=16, scheduler=sched, quiet=True)
+    to = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    ts = torch.optim.lr_scheduler.OneCycleLR(to, max_lr=0.1, epochs=3, steps_per_epoch=4)
+    want = []
+    for _ in range(12):
+        want.append(to.param_groups[0]["lr"])
+        to.step()
+        ts.step()
+    assert used == pytest.approx(want, rel=1e-12)
+    assert h["lr"] == [used[3], used[7], used[11]]  # the rate of each epoch's last batch

@@ -482,6 +482,8 @@ def fit(
       - early_stopping=N: `monitor` (e.g. "val_loss", "val_accuracy") did not improve by `min_delta` for
         N epochs ("early_stopping"); with `restore_best` the best epoch's weights are put back;
       - a callback's on_epoch_end returned True ("callback"); otherwise the budget ran out ("epochs").
+    `scheduler` is stepped after every epoch, after validation (ReduceLROnPlateau with the val_loss, else the
+    train_loss), or after every batch when it has `per_batch = True` (OneCycleLR).
     A NaN or infinite loss or gradient stops training ("diverged") with the last good weights kept.
     `detect_anomaly` runs every epoch under chainrule.detect_anomaly(): AnomalyError names the op that made
     the first NaN/Inf and where it was created. `grad_clip` scales gradients to at most that global norm.
@@ -597,6 +599,7 @@ def fit(
                                 model,
                                 loss_fn,
                                 optimizer,
+                                scheduler,
                                 loader,
                                 params,
                                 task,
@@ -615,13 +618,12 @@ def fit(
                         save()
                         return _interrupted(history, where, rdir, main)
                     logs = history.epochs[-1]
-                    logs["lr"] = _lr(optimizer)  # the rate this epoch used, before the scheduler moves it
                     if dist is not None:
                         dist.average_buffers(model.buffers())
                     if val_data is not None:
                         v = evaluate(model, loss_fn, val_data, distributed=dist)
                         logs.update({f"val_{k}": val for k, val in v.items()})
-                    if scheduler is not None:  # after validation: ReduceLROnPlateau gets this epoch's val_loss
+                    if scheduler is not None and not _per_batch(scheduler):  # after validation: for ReduceLROnPlateau
                         _scheduler_step(scheduler, logs)
                     logs["time"] = time.perf_counter() - logs.pop("_t0")
                     reason = _check_stop(
@@ -702,6 +704,7 @@ def _run_epoch(
     model: Any,
     loss_fn: Any,
     optimizer: Any,
+    scheduler: Any,
     loader: DataLoader,
     params: list,
     task: str,
@@ -753,7 +756,10 @@ def _run_epoch(
                 )
         if grad_clip is not None:
             clip_grad_norm_([p for _, p in params], grad_clip)
+        lr = _lr(optimizer)
         optimizer.step()
+        if scheduler is not None and _per_batch(scheduler):
+            scheduler.step()
         m = local if dist is None else rows
         total += lv * m
         n += m
@@ -781,6 +787,7 @@ def _run_epoch(
     else:
         logs["train_mse"] = sums[1] / max(n, 1)
         logs["train_mae"] = sums[2] / max(n, 1)
+    logs["lr"] = lr  # the rate of the epoch's last batch (of every batch, unless the scheduler steps per batch)
     logs["_t0"] = t0
     history.epochs.append(logs)
     return ""
@@ -809,6 +816,11 @@ def _diverge(history: History, model: Any, st: _State, epoch: int, batch: int, w
         f"try a lower learning rate (now {_lr(optimizer):g}); the last good weights were kept"
     )
     return "diverged"
+
+
+def _per_batch(scheduler: Any) -> bool:
+    """Whether the scheduler is stepped after every batch (OneCycleLR; any with `per_batch = True`)."""
+    return bool(getattr(scheduler, "per_batch", False))
 
 
 def _scheduler_step(scheduler: Any, logs: dict[str, Any]) -> None:
