@@ -412,3 +412,15 @@ def test_train_with_a_bce_loss_prints_accuracy(in_tmp, capsys):
     assert code == 0, err
     assert "test accuracy:" in out
     assert "train_accuracy" in Path("r/metrics.jsonl").read_text().splitlines()[0]
+
+
+def test_resume_honours_no_plot(in_tmp, capsys):
+    """--resume accepts --no-plot (and --epochs); it was accepted and ignored: the plots were drawn again."""
+    code, _, err = run(capsys, "train", "--data", "moons", "--epochs", "1", "--out", "r", "--quiet")
+    assert code == 0, err
+    for p in Path("r").glob("*.png"):
+        p.unlink()
+    code, _, err = run(capsys, "train", "--resume", "r", "--epochs", "2", "--no-plot", "--quiet")
+    assert code == 0, err
+    assert not list(Path("r").glob("*.png"))
+    assert len(Path("r/metrics.jsonl").read_text().splitlines()) == 2

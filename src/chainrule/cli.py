@@ -245,7 +245,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         if extra:
             raise ConfigError(f"--resume continues the saved run; only --epochs may change (got {', '.join(extra)})")
         summary = run_training(
-            {"epochs": cfg.get("epochs")}, resume_dir=args.resume, quiet=args.quiet, distributed=comm
+            {k: cfg.get(k) for k in ("epochs", "plot")}, resume_dir=args.resume, quiet=args.quiet, distributed=comm
         )
     else:
         if args.config:  # its errors name the file (run_training's would say "config")
