@@ -655,3 +655,22 @@ def test_one_cycle_lr_is_stepped_after_every_batch():
         ts.step()
     assert used == pytest.approx(want, rel=1e-12)
     assert h["lr"] == [used[3], used[7], used[11]]  # the rate of each epoch's last batch
+
+
+@pytest.mark.parametrize(
+    "val, match",
+    [
+        (lambda x, y: (x[:0], y[:0]), "val_data has no samples"),
+        (lambda x, y: (np.c_[x, x][:10], y[:10]), "val_data does not fit the model: .*4 features"),
+    ],
+)
+def test_validation_data_that_cannot_fit_is_refused_before_training(val, match):
+    """Before: a whole epoch of training, then an error about an op that did not name val_data."""
+    from chainrule.errors import DataError
+
+    x, y = moons()
+    m, loss, o = make()
+    w = weights(m)
+    with pytest.raises(DataError, match=match):
+        fit(m, loss, o, (x, y), val_data=val(x, y), epochs=2, quiet=True)
+    assert same(w, weights(m))

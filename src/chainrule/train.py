@@ -28,7 +28,7 @@ import numpy as np
 
 from .anomaly import detect_anomaly as _detect_anomaly
 from .data.dataset import DataLoader, _arrays
-from .errors import AnomalyError, ConfigError, DataError, ModelFileError, TrainingError
+from .errors import AnomalyError, ChainruleError, ConfigError, DataError, ModelFileError, TrainingError
 from .memory import ACTIVATION_COPIES, PARAM_COPIES, check_fits
 from .nn.utils import clip_grad_norm_
 from .random import Generator, default_generator
@@ -436,6 +436,18 @@ def _better(value: float, best: float | None, mode: str, min_delta: float) -> bo
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def _check_val(model: Any, val: tuple[np.ndarray, ...]) -> None:
+    """Validation data that could only fail after the first epoch is a DataError before training (its first
+    sample goes through the model, in evaluation mode)."""
+    if len(val[0]) == 0:
+        raise DataError("val_data has no samples")
+    _check_finite(val, "val_data")
+    try:
+        predict(model, val[0][:1])
+    except (ChainruleError, ValueError, TypeError, IndexError) as e:
+        raise DataError(f"val_data does not fit the model: {e}") from None
+
+
 def _check_finite(arrays: tuple[np.ndarray, ...], what: str) -> None:
     """Float arrays (N, ...) of a dataset: a NaN or inf is a DataError naming the sample (training would only
     'diverge', with the advice to lower the learning rate)."""
@@ -534,7 +546,7 @@ def fit(
         raise DataError("the training data has no samples")
     _check_finite(loader.arrays, "train_data")
     if val_data is not None:
-        _check_finite(_arrays(val_data), "val_data")
+        _check_val(model, _arrays(val_data))
     _check_batch_memory(model, loader)
     cbs = [c if isinstance(c, Callback) else _FnCallback(c) for c in callbacks]
     history = History(task=task)
