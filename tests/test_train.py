@@ -674,3 +674,25 @@ def test_validation_data_that_cannot_fit_is_refused_before_training(val, match):
     with pytest.raises(DataError, match=match):
         fit(m, loss, o, (x, y), val_data=val(x, y), epochs=2, quiet=True)
     assert same(w, weights(m))
+
+
+@pytest.mark.parametrize("stop_at", [2, 5, 8])
+def test_resume_with_plateau_scheduler_and_early_stopping_is_bit_identical(tmp_path, stop_at):
+    """ReduceLROnPlateau's state and the early-stopping counters survive a resume: same lrs, stop, best weights."""
+    from chainrule.optim.lr_scheduler import ReduceLROnPlateau
+
+    x, y = moons()
+
+    def run(run_dir, epochs, resume=False):
+        m, loss, o = make(seed=0, lr=0.5, opt="sgd")
+        sched = ReduceLROnPlateau(o, patience=1, factor=0.5)
+        kw = dict(epochs=epochs, batch_size=16, seed=7, scheduler=sched, early_stopping=4, quiet=True)
+        h = fit(m, loss, o, (x, y), val_data=(x[:20], y[:20]), run_dir=run_dir, resume=resume, **kw)
+        return weights(m), h
+
+    w_full, h_full = run(tmp_path / "a", 60)
+    assert h_full.stop_reason == "early_stopping" and len(h_full) == 9 and len(set(h_full["lr"])) == 3
+    run(tmp_path / "b", stop_at)
+    w_res, h_res = run(tmp_path / "b", 60, resume=True)
+    assert same(w_full, w_res) and h_res["lr"] == h_full["lr"] and h_res["val_loss"] == h_full["val_loss"]
+    assert (h_res.stop_reason, h_res.best_epoch) == (h_full.stop_reason, h_full.best_epoch)
