@@ -400,3 +400,27 @@ def test_csv_header_and_delimiter_options(in_tmp, capsys):
     assert cfg["header"] is False and cfg["delimiter"] == "|"
     code, _, err = run(capsys, "train", "--data", "x.txt", "--delimiter", "||", "-q")
     assert code == 2 and "delimiter must be one character" in one_error_line(err)
+
+
+def test_train_with_a_bce_loss_prints_accuracy(in_tmp, capsys):
+    """Logistic regression on a 0/1 column (--task regression --loss bce_with_logits): the summary is accuracy."""
+    x = np.random.default_rng(0).normal(size=(80, 2))
+    rows = ["a,b,y", *(f"{u:.4f},{v:.4f},{int(u + v > 0)}" for u, v in x)]
+    Path("b.csv").write_text("\n".join(rows) + "\n")
+    argv = ["train", "--data", "b.csv", "--task", "regression", "--loss", "bce_with_logits", "--epochs", "3"]
+    code, out, err = run(capsys, *argv, "--out", "r", "--quiet", "--no-plot")
+    assert code == 0, err
+    assert "test accuracy:" in out
+    assert "train_accuracy" in Path("r/metrics.jsonl").read_text().splitlines()[0]
+
+
+def test_resume_honours_no_plot(in_tmp, capsys):
+    """--resume accepts --no-plot (and --epochs); it was accepted and ignored: the plots were drawn again."""
+    code, _, err = run(capsys, "train", "--data", "moons", "--epochs", "1", "--out", "r", "--quiet")
+    assert code == 0, err
+    for p in Path("r").glob("*.png"):
+        p.unlink()
+    code, _, err = run(capsys, "train", "--resume", "r", "--epochs", "2", "--no-plot", "--quiet")
+    assert code == 0, err
+    assert not list(Path("r").glob("*.png"))
+    assert len(Path("r/metrics.jsonl").read_text().splitlines()) == 2

@@ -557,3 +557,142 @@ def test_clip_grad_norm():
     m, loss, o = make(lr=10.0, opt="sgd")
     h = fit(m, loss, o, (x * 100, y), epochs=3, batch_size=16, grad_clip=0.01, quiet=True)
     assert h.stop_reason == "epochs"
+
+
+def test_reduce_lr_on_plateau_is_stepped_with_the_validation_loss():
+    """As in a PyTorch loop (scheduler.step(val_loss)): the epoch's validation loss, not its training loss."""
+    from chainrule.optim.lr_scheduler import ReduceLROnPlateau
+
+    x, y = moons()
+    m, loss, o = make(lr=0.05, opt="sgd")
+    sched = ReduceLROnPlateau(o, patience=0, factor=0.5)
+    seen, step = [], sched.step
+    sched.step = lambda metrics, epoch=None: (seen.append(metrics), step(metrics))
+    h = fit(m, loss, o, (x, y), val_data=(x[:20], y[:20]), epochs=4, batch_size=16, scheduler=sched, quiet=True)
+    assert seen == h["val_loss"]
+    h2 = fit(m, loss, o, (x, y), epochs=2, batch_size=16, scheduler=sched, quiet=True)  # no validation data
+    assert seen[4:] == h2["train_loss"]
+
+
+def test_resuming_a_finished_run_keeps_best_epoch(tmp_path, monkeypatch):
+    import chainrule.train as tr
+
+    x, y = moons(40)
+    hs = []
+    for resume in (False, True):
+        vals = iter([1.0, 0.5, 0.6, 0.7])  # best at epoch 2, early stopping (patience 2) after epoch 4
+        monkeypatch.setattr(tr, "evaluate", lambda *a, **k: {"loss": next(vals), "accuracy": 0.5})
+        m, loss, o = make()
+        kw = dict(val_data=(x, y), epochs=10, early_stopping=2, run_dir=tmp_path, resume=resume, quiet=True)
+        hs.append(fit(m, loss, o, (x, y), **kw))
+    assert hs[0].stop_reason == hs[1].stop_reason == "early_stopping"
+    assert hs[0].best_epoch == hs[1].best_epoch == 2
+
+
+@pytest.mark.parametrize("loss_cls", [nn.BCEWithLogitsLoss, nn.BCELoss])
+def test_binary_losses_report_accuracy(loss_cls):
+    """One output per sample with a BCE loss: accuracy as Keras' binary_accuracy (a logit > 0, a probability > 0.5),
+    not regression metrics of logits against 0/1 labels."""
+    x, y = moons()
+    yf = y.astype(np.float32)[:, None]
+    cr.manual_seed(0)
+    layers = [nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1)] + ([nn.Sigmoid()] if loss_cls is nn.BCELoss else [])
+    m = nn.Sequential(*layers)
+    loss = loss_cls()
+    h = fit(
+        m,
+        loss,
+        optim.Adam(m.parameters(), lr=0.05),
+        (x, yf),
+        val_data=(x, yf),
+        epochs=15,
+        batch_size=16,
+        early_stopping=20,
+        monitor="val_accuracy",
+        quiet=True,
+    )
+    assert h.task == "binary" and h.metric == "accuracy" and "train_mse" not in h.last
+    out = m(cr.tensor(x)).detach().numpy()[:, 0]
+    want = ((out > (0.0 if loss_cls is nn.BCEWithLogitsLoss else 0.5)) == y).mean()
+    assert h["val_accuracy"][-1] == pytest.approx(want) and want > 0.8
+    assert evaluate(m, loss, (x, yf))["accuracy"] == pytest.approx(want)
+    assert 0.5 < h["train_accuracy"][-1] <= 1
+
+
+def test_accuracy_of_one_column_uses_a_threshold():
+    assert accuracy(np.array([[0.2], [0.7], [0.9]]), np.array([0, 0, 1])) == pytest.approx(2 / 3)
+    assert accuracy(np.array([-1.0, 2.0, 0.5]), np.array([0.0, 1.0, 0.0]), threshold=0.0) == pytest.approx(2 / 3)
+
+
+def test_accuracy_with_class_probability_targets():
+    """CrossEntropyLoss with (N, C) probability targets: right when the largest logit is the likeliest class."""
+    x, y = moons()
+    probs = np.eye(2, dtype=np.float32)[y] * 0.9 + 0.05
+    m, loss, o = make()
+    h = fit(m, loss, o, (x, probs), val_data=(x, probs), epochs=10, batch_size=16, quiet=True)
+    want = (m(cr.tensor(x)).detach().numpy().argmax(1) == y).mean()
+    assert h["val_accuracy"][-1] == pytest.approx(want) and want > 0.8
+    assert 0.5 < h["train_accuracy"][-1] <= 1
+
+
+def test_one_cycle_lr_is_stepped_after_every_batch():
+    """OneCycleLR says "step it after every batch": fit does, and the rates the batches use are torch's."""
+    torch = pytest.importorskip("torch")
+    from chainrule.optim.lr_scheduler import OneCycleLR
+
+    x, y = moons(64)
+    m, loss, o = make(lr=0.1, opt="sgd")
+    sched = OneCycleLR(o, max_lr=0.1, epochs=3, steps_per_epoch=4)
+    used, step = [], o.step
+    o.step = lambda *a: (used.append(o.param_groups[0]["lr"]), step(*a))[1]
+    h = fit(m, loss, o, (x, y), epochs=3, batch_size=16, scheduler=sched, quiet=True)
+    to = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    ts = torch.optim.lr_scheduler.OneCycleLR(to, max_lr=0.1, epochs=3, steps_per_epoch=4)
+    want = []
+    for _ in range(12):
+        want.append(to.param_groups[0]["lr"])
+        to.step()
+        ts.step()
+    assert used == pytest.approx(want, rel=1e-12)
+    assert h["lr"] == [used[3], used[7], used[11]]  # the rate of each epoch's last batch
+
+
+@pytest.mark.parametrize(
+    "val, match",
+    [
+        (lambda x, y: (x[:0], y[:0]), "val_data has no samples"),
+        (lambda x, y: (np.c_[x, x][:10], y[:10]), "val_data does not fit the model: .*4 features"),
+    ],
+)
+def test_validation_data_that_cannot_fit_is_refused_before_training(val, match):
+    """Before: a whole epoch of training, then an error about an op that did not name val_data."""
+    from chainrule.errors import DataError
+
+    x, y = moons()
+    m, loss, o = make()
+    w = weights(m)
+    with pytest.raises(DataError, match=match):
+        fit(m, loss, o, (x, y), val_data=val(x, y), epochs=2, quiet=True)
+    assert same(w, weights(m))
+
+
+@pytest.mark.parametrize("stop_at", [2, 5, 8])
+def test_resume_with_plateau_scheduler_and_early_stopping_is_bit_identical(tmp_path, stop_at):
+    """ReduceLROnPlateau's state and the early-stopping counters survive a resume: same lrs, stop, best weights."""
+    from chainrule.optim.lr_scheduler import ReduceLROnPlateau
+
+    x, y = moons()
+
+    def run(run_dir, epochs, resume=False):
+        m, loss, o = make(seed=0, lr=0.5, opt="sgd")
+        sched = ReduceLROnPlateau(o, patience=1, factor=0.5)
+        kw = dict(epochs=epochs, batch_size=16, seed=7, scheduler=sched, early_stopping=4, quiet=True)
+        h = fit(m, loss, o, (x, y), val_data=(x[:20], y[:20]), run_dir=run_dir, resume=resume, **kw)
+        return weights(m), h
+
+    w_full, h_full = run(tmp_path / "a", 60)
+    assert h_full.stop_reason == "early_stopping" and len(h_full) == 9 and len(set(h_full["lr"])) == 3
+    run(tmp_path / "b", stop_at)
+    w_res, h_res = run(tmp_path / "b", 60, resume=True)
+    assert same(w_full, w_res) and h_res["lr"] == h_full["lr"] and h_res["val_loss"] == h_full["val_loss"]
+    assert (h_res.stop_reason, h_res.best_epoch) == (h_full.stop_reason, h_full.best_epoch)

@@ -245,7 +245,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         if extra:
             raise ConfigError(f"--resume continues the saved run; only --epochs may change (got {', '.join(extra)})")
         summary = run_training(
-            {"epochs": cfg.get("epochs")}, resume_dir=args.resume, quiet=args.quiet, distributed=comm
+            {k: cfg.get(k) for k in ("epochs", "plot")}, resume_dir=args.resume, quiet=args.quiet, distributed=comm
         )
     else:
         if args.config:  # its errors name the file (run_training's would say "config")
@@ -255,7 +255,7 @@ def _train(args: argparse.Namespace, comm: Any) -> int:
         return 0
     m = summary["metrics"]
     where = summary["evaluated_on"]
-    if summary["task"] == "classification":
+    if "accuracy" in m:  # classification, or a BCE loss on 0/1 targets
         print(f"{where} accuracy: {m['accuracy']:.4f}  ({where} loss {m['loss']:.4g})")
     else:
         print(f"{where} R²: {m['r2']:.4f}  MSE {m['mse']:.4g}  MAE {m['mae']:.4g}")

@@ -238,8 +238,9 @@ def run_training(
         if not (out / "config.json").exists():
             raise ModelFileError(f"{out}: not a run directory (no config.json)")
         saved = read_run_config(out)
-        if cfg.get("epochs") is not None:
-            saved["epochs"] = cfg["epochs"]
+        for key in ("epochs", "plot"):  # what a resume may change
+            if cfg.get(key) is not None:
+                saved[key] = cfg[key]
         cfg = validate_config(saved, f"{out}/config.json")
     else:
         cfg = validate_config(cfg)

@@ -375,8 +375,11 @@ def make_loss(name: str | None, task: str) -> nn.Module:
 
 
 def loss_task(loss: Any) -> str:
-    """'classification' for losses on class indices, else 'regression' (decides the metrics)."""
+    """'classification' for losses on class indices, 'binary' for BCE on 0/1 targets, else 'regression' (decides
+    the metrics: accuracy for the first two)."""
     name = type(loss).__name__
+    if name in ("BCELoss", "BCEWithLogitsLoss"):
+        return "binary"
     return "classification" if name in ("CrossEntropyLoss", "NLLLoss") else "regression"
 
 

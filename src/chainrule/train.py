@@ -28,7 +28,7 @@ import numpy as np
 
 from .anomaly import detect_anomaly as _detect_anomaly
 from .data.dataset import DataLoader, _arrays
-from .errors import AnomalyError, ConfigError, DataError, ModelFileError, TrainingError
+from .errors import AnomalyError, ChainruleError, ConfigError, DataError, ModelFileError, TrainingError
 from .memory import ACTIVATION_COPIES, PARAM_COPIES, check_fits
 from .nn.utils import clip_grad_norm_
 from .random import Generator, default_generator
@@ -46,10 +46,29 @@ _SIGINT_AT = os.environ.get("CHAINRULE_TEST_SIGINT_AT", "")
 # ----------------------------------------------------------------------------- metrics
 
 
-def accuracy(output: Any, target: Any) -> float:
-    """Fraction of rows whose largest logit is the target class. output (N, C), target (N,)."""
+def accuracy(output: Any, target: Any, threshold: float | None = 0.5) -> float:
+    """Fraction of correct predictions. output (N, C), C > 1, target (N,) class indices: the largest logit is the
+    class. One output column (N,) or (N, 1), or multi-label (N, K) against 0/1 targets of that shape: an output above
+    `threshold` (0.5 for probabilities, 0 for logits) predicts 1; the mean over all elements (Keras' binary_accuracy).
+    threshold=None: always classes, with class-probability targets (N, C) compared by their largest entry.
+    """
     out, t = _np(output), _np(target)
-    return float((out.argmax(axis=1) == t).mean()) if len(t) else float("nan")
+    return float(_hits(out, t, threshold).mean()) if len(t) else float("nan")
+
+
+def _hits(out: np.ndarray, t: np.ndarray, threshold: float | None) -> np.ndarray:
+    """(N,) the fraction of each row's predictions that are right (see `accuracy`)."""
+    if threshold is None or (out.ndim >= 2 and out.shape[1] > 1 and out.ndim == t.ndim + 1):
+        hit = out.argmax(axis=1) == (t.argmax(axis=1) if t.shape == out.shape else t)
+    else:
+        hit = (out > threshold) == (t.reshape(out.shape) > 0.5)
+    return hit.reshape(len(hit), -1).mean(axis=1)
+
+
+def _threshold(loss_fn: Any) -> float | None:
+    """The output above which a binary prediction is 1 (0 for logits, 0.5 for probabilities); None: classes."""
+    task = loss_task(loss_fn)
+    return None if task == "classification" else 0.0 if type(loss_fn).__name__ == "BCEWithLogitsLoss" else 0.5
 
 
 def mse(output: Any, target: Any) -> float:
@@ -72,9 +91,10 @@ def r2_score(output: Any, target: Any) -> float:
     return float(r2.mean())
 
 
-def compute_metrics(task: str, output: Any, target: Any) -> dict[str, float]:
-    if task == "classification":
-        return {"accuracy": accuracy(output, target)}
+def compute_metrics(task: str, output: Any, target: Any, threshold: float | None = None) -> dict[str, float]:
+    """{"accuracy"} for the tasks "classification" and "binary" (see `accuracy`), else {"mse", "mae", "r2"}."""
+    if task != "regression":
+        return {"accuracy": accuracy(output, target, threshold)}
     return {"mse": mse(output, target), "mae": mae(output, target), "r2": r2_score(output, target)}
 
 
@@ -98,7 +118,7 @@ def predict(model: Any, x: Any, batch_size: int = 1024) -> np.ndarray:
 
 
 def evaluate(model: Any, loss_fn: Any, data: Any, batch_size: int = 1024, distributed: Any = None) -> dict[str, float]:
-    """{"loss": mean loss, plus accuracy (classification) or mse/mae/r2 (regression)} on (x, y).
+    """{"loss": mean loss, plus accuracy (classification, binary) or mse/mae/r2 (regression)} on (x, y).
 
     With a `distributed` Communicator each rank predicts its contiguous shard of the rows, the outputs are
     gathered on every rank in row order, and every rank computes the same metrics from the whole set.
@@ -110,7 +130,7 @@ def evaluate(model: Any, loss_fn: Any, data: Any, batch_size: int = 1024, distri
         out = predict(model, x, batch_size)
     with no_grad():
         loss = float(loss_fn(Tensor(out), Tensor(y)).item())
-    return {"loss": loss, **compute_metrics(loss_task(loss_fn), out, y)}
+    return {"loss": loss, **compute_metrics(loss_task(loss_fn), out, y, _threshold(loss_fn))}
 
 
 # ----------------------------------------------------------------------------- history and callbacks
@@ -119,6 +139,8 @@ def evaluate(model: Any, loss_fn: Any, data: Any, batch_size: int = 1024, distri
 @dataclass
 class History:
     """Per-epoch records: {"epoch", "train_loss", "train_<metric>", "val_loss", "val_<metric>", "lr", "time"}.
+
+    `task` ("classification", "binary" for a BCE loss, "regression") decides the metrics: accuracy, or mse/mae/r2.
 
     `stop_reason` is one of "epochs", "converged", "target_loss", "early_stopping", "diverged",
     "callback", "interrupted"; `message` says it in words.
@@ -132,7 +154,7 @@ class History:
 
     @property
     def metric(self) -> str:
-        return "accuracy" if self.task == "classification" else "r2"
+        return "r2" if self.task == "regression" else "accuracy"
 
     def __getitem__(self, key: str) -> list[Any]:
         return [e.get(key) for e in self.epochs]
@@ -414,6 +436,18 @@ def _better(value: float, best: float | None, mode: str, min_delta: float) -> bo
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def _check_val(model: Any, val: tuple[np.ndarray, ...]) -> None:
+    """Validation data that could only fail after the first epoch is a DataError before training (its first
+    sample goes through the model, in evaluation mode)."""
+    if len(val[0]) == 0:
+        raise DataError("val_data has no samples")
+    _check_finite(val, "val_data")
+    try:
+        predict(model, val[0][:1])
+    except (ChainruleError, ValueError, TypeError, IndexError) as e:
+        raise DataError(f"val_data does not fit the model: {e}") from None
+
+
 def _check_finite(arrays: tuple[np.ndarray, ...], what: str) -> None:
     """Float arrays (N, ...) of a dataset: a NaN or inf is a DataError naming the sample (training would only
     'diverge', with the advice to lower the learning rate)."""
@@ -460,6 +494,8 @@ def fit(
       - early_stopping=N: `monitor` (e.g. "val_loss", "val_accuracy") did not improve by `min_delta` for
         N epochs ("early_stopping"); with `restore_best` the best epoch's weights are put back;
       - a callback's on_epoch_end returned True ("callback"); otherwise the budget ran out ("epochs").
+    `scheduler` is stepped after every epoch, after validation (ReduceLROnPlateau with the val_loss, else the
+    train_loss), or after every batch when it has `per_batch = True` (OneCycleLR).
     A NaN or infinite loss or gradient stops training ("diverged") with the last good weights kept.
     `detect_anomaly` runs every epoch under chainrule.detect_anomaly(): AnomalyError names the op that made
     the first NaN/Inf and where it was created. `grad_clip` scales gradients to at most that global norm.
@@ -495,7 +531,7 @@ def fit(
     if early_stopping is not None and monitor.startswith("val_") and val_data is None:
         raise ConfigError(f"early stopping on {monitor!r} needs validation data")
     if early_stopping is not None:
-        names = ["loss", *(["accuracy"] if task == "classification" else ["mse", "mae", "r2"])]
+        names = ["loss", *(["mse", "mae", "r2"] if task == "regression" else ["accuracy"])]
         known = [f"{p}_{n}" for p in ("val", "train") for n in names if not (p == "train" and n == "r2")]
         if monitor not in known:
             raise ConfigError(f"cannot monitor {monitor!r} for {task}; choose one of {', '.join(known)}")
@@ -510,7 +546,7 @@ def fit(
         raise DataError("the training data has no samples")
     _check_finite(loader.arrays, "train_data")
     if val_data is not None:
-        _check_finite(_arrays(val_data), "val_data")
+        _check_val(model, _arrays(val_data))
     _check_batch_memory(model, loader)
     cbs = [c if isinstance(c, Callback) else _FnCallback(c) for c in callbacks]
     history = History(task=task)
@@ -539,6 +575,7 @@ def fit(
             if history.stop_reason == "epochs" and st.epoch < epochs:
                 history.stop_reason, history.message = "", ""  # a larger budget continues the run
             if history.stop_reason:
+                history.best_epoch = st.best_epoch
                 if restore_best and st.best_state is not None:
                     model.load_state_dict(st.best_state)
                 return history
@@ -574,6 +611,7 @@ def fit(
                                 model,
                                 loss_fn,
                                 optimizer,
+                                scheduler,
                                 loader,
                                 params,
                                 task,
@@ -592,18 +630,18 @@ def fit(
                         save()
                         return _interrupted(history, where, rdir, main)
                     logs = history.epochs[-1]
-                    logs["lr"] = _lr(optimizer)  # the rate this epoch used, before the scheduler moves it
-                    if scheduler is not None:
-                        _scheduler_step(scheduler, logs)
                     if dist is not None:
                         dist.average_buffers(model.buffers())
                     if val_data is not None:
                         v = evaluate(model, loss_fn, val_data, distributed=dist)
                         logs.update({f"val_{k}": val for k, val in v.items()})
+                    if scheduler is not None and not _per_batch(scheduler):  # after validation: for ReduceLROnPlateau
+                        _scheduler_step(scheduler, logs)
                     logs["time"] = time.perf_counter() - logs.pop("_t0")
                     reason = _check_stop(
                         logs, st, target_loss, tol, patience, early_stopping, monitor, mode, min_delta, model
                     )
+                    history.best_epoch = st.best_epoch  # also in the checkpoint and an interrupted run's history
                     for c in cbs:
                         if c.on_epoch_end(epoch, logs, history) and not reason:
                             reason = "callback"
@@ -678,6 +716,7 @@ def _run_epoch(
     model: Any,
     loss_fn: Any,
     optimizer: Any,
+    scheduler: Any,
     loader: DataLoader,
     params: list,
     task: str,
@@ -688,7 +727,7 @@ def _run_epoch(
     st: _State,
 ) -> str:
     t0 = time.perf_counter()
-    dist = st.dist
+    dist, threshold = st.dist, _threshold(loss_fn)
     pos, st.position = st.position, None
     if pos is not None and pos["epoch"] == epoch:  # resuming inside this epoch, after pos["batch"] batches
         st.last_good, order, start = pos["epoch_start"], pos["order"], pos["batch"]
@@ -711,7 +750,7 @@ def _run_epoch(
         out = model(xb) if local else None
         loss = loss_fn(out, yb) if local else None
         lv = float(loss.item()) if local else 0.0
-        step = _step_sums(task, out, yb) if local else np.zeros(3)
+        step = _step_sums(task, out, yb, threshold) if local else np.zeros(3)
         if dist is not None:  # with a Ctrl-C flag, so that all ranks stop after the same batch
             g = dist.allreduce_(np.array([lv * local, *step, st.interrupt_seen()]), "metric allreduce")
             lv, step = float(g[0]) / rows, g[1:4]
@@ -729,13 +768,16 @@ def _run_epoch(
                 )
         if grad_clip is not None:
             clip_grad_norm_([p for _, p in params], grad_clip)
+        lr = _lr(optimizer)
         optimizer.step()
+        if scheduler is not None and _per_batch(scheduler):
+            scheduler.step()
         m = local if dist is None else rows
         total += lv * m
         n += m
         sums += step
         if progress.bar is not None:
-            metric = f" acc={sums[0] / n:.3f}" if task == "classification" else f" mse={sums[1] / n:.4g}"
+            metric = f" mse={sums[1] / n:.4g}" if task == "regression" else f" acc={sums[0] / n:.3f}"
             progress.batch(lv, _lr(optimizer), metric)
         for c in cbs:
             c.on_batch_end(epoch, b + 1, lv)
@@ -752,22 +794,23 @@ def _run_epoch(
             }
             return "interrupted"
     logs: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(n, 1)}
-    if task == "classification":
+    if task != "regression":
         logs["train_accuracy"] = sums[0] / max(n, 1)
     else:
         logs["train_mse"] = sums[1] / max(n, 1)
         logs["train_mae"] = sums[2] / max(n, 1)
+    logs["lr"] = lr  # the rate of the epoch's last batch (of every batch, unless the scheduler steps per batch)
     logs["_t0"] = t0
     history.epochs.append(logs)
     return ""
 
 
-def _step_sums(task: str, out: Any, yb: Any) -> np.ndarray:
+def _step_sums(task: str, out: Any, yb: Any, threshold: float | None) -> np.ndarray:
     """[correct, sum of per-row mean squared error, sum of per-row mean absolute error] of one batch."""
     s = np.zeros(3)
     o = out.data
-    if task == "classification":
-        s[0] = float((o.argmax(axis=1) == yb.data).sum()) if o.ndim == 2 else 0.0
+    if task != "regression":
+        s[0] = float(_hits(o, yb.data, threshold).sum())
     else:
         d = o.astype(np.float64) - yb.data.astype(np.float64).reshape(o.shape)
         d = d.reshape(len(d), -1)
@@ -785,6 +828,11 @@ def _diverge(history: History, model: Any, st: _State, epoch: int, batch: int, w
         f"try a lower learning rate (now {_lr(optimizer):g}); the last good weights were kept"
     )
     return "diverged"
+
+
+def _per_batch(scheduler: Any) -> bool:
+    """Whether the scheduler is stepped after every batch (OneCycleLR; any with `per_batch = True`)."""
+    return bool(getattr(scheduler, "per_batch", False))
 
 
 def _scheduler_step(scheduler: Any, logs: dict[str, Any]) -> None:

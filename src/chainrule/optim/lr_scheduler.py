@@ -46,7 +46,10 @@ class LRScheduler:
     """Base class: keeps `last_epoch`, the groups' `initial_lr` (`base_lrs`) and the last lrs set.
 
     Subclasses implement `get_lr()` (the recursive form) and optionally `_get_closed_form_lr()`.
+    `per_batch`: `chainrule.train.fit` steps the scheduler after every batch instead of every epoch.
     """
+
+    per_batch = False
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         if not isinstance(optimizer, Optimizer):
@@ -292,6 +295,8 @@ class OneCycleLR(LRScheduler):
     """The 1cycle policy (Smith & Topin): lr rises from max_lr/div_factor to max_lr over pct_start of
     total_steps, then falls to max_lr/(div_factor·final_div_factor); momentum (or Adam's β1) cycles the
     opposite way between max_momentum and base_momentum. Step it after every batch."""
+
+    per_batch = True
 
     def __init__(
         self,
