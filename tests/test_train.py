@@ -696,3 +696,14 @@ def test_resume_with_plateau_scheduler_and_early_stopping_is_bit_identical(tmp_p
     w_res, h_res = run(tmp_path / "b", 60, resume=True)
     assert same(w_full, w_res) and h_res["lr"] == h_full["lr"] and h_res["val_loss"] == h_full["val_loss"]
     assert (h_res.stop_reason, h_res.best_epoch) == (h_full.stop_reason, h_full.best_epoch)
+
+
+def test_predict_on_no_rows_has_the_outputs_shape() -> None:
+    """An empty input gives (0, outputs), as the model (and torch) does, not a shapeless (0,)."""
+    from chainrule.train import predict
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model.train()
+    out = predict(model, np.zeros((0, 3), np.float32))
+    assert out.shape == (0, 2) and out.dtype == np.float32 and model.training
+    assert predict(model, np.ones((5, 3), np.float32), batch_size=2).shape == (5, 2)

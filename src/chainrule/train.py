@@ -110,11 +110,11 @@ def predict(model: Any, x: Any, batch_size: int = 1024) -> np.ndarray:
     outs = []
     try:
         with no_grad(), np.errstate(over="ignore", invalid="ignore"):
-            for i in range(0, len(x), batch_size):
+            for i in range(0, len(x) or 1, batch_size):  # no rows: one empty batch gives the output's shape
                 outs.append(model(Tensor(x[i : i + batch_size])).data)
     finally:
         model.train(was)
-    return np.concatenate(outs) if outs else np.zeros((0,))
+    return np.concatenate(outs)
 
 
 def evaluate(model: Any, loss_fn: Any, data: Any, batch_size: int = 1024, distributed: Any = None) -> dict[str, float]:
