@@ -570,6 +570,9 @@ def fit(
             if st.position is not None and st.position["epoch"] > epochs:
                 e = st.position["epoch"]
                 raise ConfigError(f"{rdir}: the checkpoint is inside epoch {e}; give epochs={e} or more to continue")
+            if not history.stop_reason and st.position is None and st.epoch > epochs:  # it said "full budget of 1"
+                e = st.epoch
+                raise ConfigError(f"{rdir}: the checkpoint has {e} epochs done; give epochs={e} or more to continue")
             if main:
                 _write_metrics_log(rdir, history)
             if history.stop_reason == "epochs" and st.epoch < epochs:

@@ -162,3 +162,22 @@ def test_fit_interrupt_in_process(tmp_path, monkeypatch):
     h3 = _fit(_model())
     assert h3.stop_reason == "interrupted" and h3.message == "interrupted at epoch 1, batch 2/7"
     assert len(h3) == 0
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path):
+    """A run stopped after epoch 2 (here by a callback failing in epoch 3) resumed with epochs=1 reported 'ran the
+    full budget of 1 epochs' over a history of 2; like a checkpoint inside an epoch, it now asks for enough epochs."""
+
+    class Crash(train.Callback):
+        def on_epoch_end(self, epoch, logs, history):
+            if epoch == 3:  # epoch 2's checkpoint is written
+                raise RuntimeError("boom")
+
+    model = _model()
+    opt = cr.optim.Adam(model.parameters(), lr=0.01)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, nn.CrossEntropyLoss(), opt, _data(), epochs=4, batch_size=16, run_dir=tmp_path / "r",
+            quiet=True, callbacks=[Crash()])  # fmt: skip
+    with pytest.raises(cr.errors.ConfigError, match="has 2 epochs done; give epochs=2 or more to continue"):
+        _fit(_model(), tmp_path / "r", resume=True, epochs=1)
+    assert _fit(_model(), tmp_path / "r", resume=True, epochs=3).stop_reason == "epochs"
