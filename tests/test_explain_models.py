@@ -160,3 +160,23 @@ def test_explain_cli_errors_are_one_line(argv, message, capsys) -> None:
     rc = main(["explain", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_trace_dropout_gradient_check_replays_the_mask(own_generator) -> None:
+    """Dropout in training mode: the finite differences use the traced step's mask (not a fresh one per
+    evaluation), and the default random stream moves on by exactly one forward pass, as in training."""
+    gen = cr.Generator(1)
+    drop = nn.Dropout(0.5, generator=cr.Generator(7) if own_generator else None)
+    model = nn.Sequential(nn.Linear(3, 8, dtype=np.float64, generator=gen), drop, nn.Linear(8, 1, generator=gen))
+    model = model.double()
+    x, y = np.random.default_rng(0).normal(size=(5, 3)), np.random.default_rng(1).normal(size=(5, 1))
+    cr.manual_seed(5)
+    twin = copy.deepcopy(model)
+    twin(cr.tensor(x))  # one forward pass: the draws the traced step makes
+    expected = cr.default_generator.get_state()
+    cr.manual_seed(5)
+    tr = trace(model, x, y, nn.MSELoss(), cr.optim.SGD(model.parameters(), lr=0.1))
+    assert tr.gradcheck["passed"], tr.gradcheck
+    assert tr.warnings == []
+    assert cr.default_generator.get_state() == expected

@@ -295,10 +295,34 @@ def _optimizer_terms(opt: Any, p: Tensor, old: np.ndarray, grad: np.ndarray, sta
     return {}, "measured (no formula known for this optimizer)", {"lr": lr}
 
 
+def _generators(model: Any) -> list[Any]:
+    """The random streams a forward pass of `model` may draw from: the default generator and each module's own."""
+    from .random import Generator, default_generator
+
+    gens = [default_generator] + [v for m in model.modules() for v in vars(m).values() if isinstance(v, Generator)]
+    return list({id(g): g for g in gens}.values())
+
+
 def _gradcheck(
-    model64: Any, loss_fn: Any, x64: Tensor, t64: Tensor, grads: list[np.ndarray | None], dtype: np.dtype, eps: float
+    model64: Any,
+    loss_fn: Any,
+    x64: Tensor,
+    t64: Tensor,
+    grads: list[np.ndarray | None],
+    dtype: np.dtype,
+    eps: float,
+    rng: list[tuple[Any, dict]] = (),
 ) -> dict[str, Any]:
-    """Central differences of the loss w.r.t. every parameter entry (at most 64 per parameter) in float64."""
+    """Central differences of the loss w.r.t. every parameter entry (at most 64 per parameter) in float64.
+
+    `rng` holds (generator, state) pairs set before every evaluation, so that each one draws the traced step's
+    random numbers (the same dropout mask)."""
+
+    def loss_at() -> float:
+        for gen, st in rng:
+            gen.set_state(st)
+        return float(loss_fn(model64(x64), t64).item())
+
     params = list(model64.parameters())
     max_abs, max_rel, n = 0.0, 0.0, 0
     passed = True
@@ -311,9 +335,9 @@ def _gradcheck(
             for j in idx:
                 orig = flat[j]
                 flat[j] = orig + eps
-                plus = float(loss_fn(model64(x64), t64).item())
+                plus = loss_at()
                 flat[j] = orig - eps
-                minus = float(loss_fn(model64(x64), t64).item())
+                minus = loss_at()
                 flat[j] = orig
                 num = (plus - minus) / (2 * eps)
                 err = abs(num - ga[j])
@@ -391,6 +415,8 @@ def trace(
     x = _as_input(inputs, dtype)
     t = _as_input(targets, dtype)
     model64 = copy.deepcopy(model).double() if gradcheck else None
+    # the random streams as the traced forward finds them: the gradient check replays its draws (dropout masks)
+    rng = [(g, g.get_state()) for g in _generators(model64)] if gradcheck else []
     if optimizer is not None:
         optimizer.zero_grad()
     for p in param_list:
@@ -496,7 +522,11 @@ def trace(
     if gradcheck:
         x64 = Tensor(x.data.astype(np.float64)) if x.dtype.kind == "f" else x
         t64 = Tensor(t.data.astype(np.float64)) if t.dtype.kind == "f" else t
-        gc = _gradcheck(model64, loss_fn, x64, t64, [grads[n] for n in pnames], dtype, gradcheck_eps)
+        from .random import default_generator
+
+        after = default_generator.get_state()  # as the traced step left it, restored after the check
+        gc = _gradcheck(model64, loss_fn, x64, t64, [grads[n] for n in pnames], dtype, gradcheck_eps, rng)
+        default_generator.set_state(after)
     else:
         gc = {"method": "not run", "passed": True, "max_abs_error": 0.0, "max_rel_error": 0.0, "elements_checked": 0}
     warnings = _symmetry_warnings(model, before, grads)
