@@ -803,3 +803,31 @@ def test_dot_edges_carry_scalar_local_derivatives() -> None:
     label = tracing._tv_str(sig.local_grads[0].reshape(()), 4)
     assert f'n{sig.inputs[0]} -> n{sig.id} [label="∂ {label}"' in dot
     assert f"n{tr.node('input').id} -> " in dot  # the input needs no gradient: a plain edge
+
+
+def test_trace_refuses_a_graph_too_large_to_show_and_changes_nothing(capsys) -> None:
+    m, _ = mlp_pair("tanh", (2, 3, 3, 1))
+    x, y = _data(4, 2, 1)
+    opt = cr.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    trace(m, x, y, nn.MSELoss(), opt, gradcheck=False)  # grads and a momentum buffer to keep
+    state = {n: (p.data.copy(), p.grad.data.copy()) for n, p in m.named_parameters()}
+    buffers = [np.array(opt.state[p]["momentum_buffer"]) for p in m.parameters()]
+    n_nodes = len(trace(m, x, y, nn.MSELoss(), gradcheck=False).nodes)
+    for n, p in m.named_parameters():  # that trace, without optimizer, changed only the grads: reset them
+        p.grad = cr.tensor(state[n][1])
+    from chainrule.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"has {n_nodes} nodes, more than the {n_nodes - 1} .*--max-nodes"):
+        trace(m, x, y, nn.MSELoss(), opt, max_nodes=n_nodes - 1)
+    for n, p in m.named_parameters():
+        np.testing.assert_array_equal(p.data, state[n][0])
+        np.testing.assert_array_equal(p.grad.data, state[n][1])
+    for p, b in zip(m.parameters(), buffers):
+        np.testing.assert_array_equal(np.asarray(opt.state[p]["momentum_buffer"]), b)
+    assert len(trace(m, x, y, nn.MSELoss(), max_nodes=n_nodes).nodes) == n_nodes
+    # the CLI: the default limit takes a small net, --max-nodes lowers it, 0 lifts it
+    rc, out = explain_cli(["--model", "mlp:3,3"], capsys)
+    assert rc == 0 and "Gradient check: passed" in out
+    with pytest.raises(ConfigError, match=r"has \d+ nodes, more than the 10 "):
+        explain_cli(["--model", "mlp:3,3", "--max-nodes", "10"], capsys)
+    assert explain_cli(["--model", "mlp:3,3", "--max-nodes", "0"], capsys)[0] == 0

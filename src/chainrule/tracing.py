@@ -37,6 +37,7 @@ def fmt(v: float, digits: int = 10) -> str:
     return f"{v:.{digits}g}"
 
 
+MAX_NODES = 1000  # graphs with more nodes are refused (trace(max_nodes=None) records them anyway)
 SMALL = 16  # tensors with at most this many elements are shown in full, larger ones as a summary
 TRACE_DIGITS = 6  # significant digits of the trace's text, Markdown and DOT renderers
 
@@ -400,6 +401,7 @@ def trace(
     optimizer: Any = None,
     gradcheck: bool = True,
     gradcheck_eps: float = 1e-6,
+    max_nodes: int | None = MAX_NODES,
 ) -> Trace:
     """Run one training step of `model` and record every number of it.
 
@@ -408,6 +410,7 @@ def trace(
     order (value, upstream gradient dL/d(node), and the gradient sent to each input), every parameter's value,
     gradient and update with the optimizer's terms (checked against the actual step; `CrossCheckError` if they
     differ), a finite-difference gradient check in float64 on a copy of the model, and symmetry warnings.
+    A graph of more than `max_nodes` nodes raises `ConfigError` after the forward pass, before anything changes.
     """
     pnames = dict(model.named_parameters())
     param_list = list(pnames.values())
@@ -417,10 +420,6 @@ def trace(
     model64 = copy.deepcopy(model).double() if gradcheck else None
     # the random streams as the traced forward finds them: the gradient check replays its draws (dropout masks)
     rng = [(g, g.get_state()) for g in _generators(model64)] if gradcheck else []
-    if optimizer is not None:
-        optimizer.zero_grad()
-    for p in param_list:
-        p.grad = None
     before = {n: p.data.copy() for n, p in pnames.items()}
     with fusion(False):  # the graph shows the model's own ops: Linear and ReLU apart, not linear_relu
         loss = loss_fn(model(x), t)
@@ -429,6 +428,16 @@ def trace(
     if not loss.requires_grad:
         raise ConfigError("trace: the loss does not depend on any parameter that requires grad")
     graph = _graph_nodes(loss)
+    if max_nodes is not None and len(graph) > max_nodes:
+        raise ConfigError(
+            f"trace: the graph of this step has {len(graph)} nodes, more than the {max_nodes} explain shows node by "
+            "node; use fewer layers or shorter sequences (a recurrent layer adds nodes per time step), or raise "
+            "the limit (--max-nodes N, trace(max_nodes=None))"
+        )
+    if optimizer is not None:
+        optimizer.zero_grad()
+    for p in param_list:
+        p.grad = None
     for n in graph:
         if n.requires_grad and not n.is_leaf:
             n.retain_grad()
