@@ -831,3 +831,33 @@ def test_trace_refuses_a_graph_too_large_to_show_and_changes_nothing(capsys) -> 
     with pytest.raises(ConfigError, match=r"has \d+ nodes, more than the 10 "):
         explain_cli(["--model", "mlp:3,3", "--max-nodes", "10"], capsys)
     assert explain_cli(["--model", "mlp:3,3", "--max-nodes", "0"], capsys)[0] == 0
+
+
+def _kinked_net():
+    """relu at exactly 0 for the first sample's first hidden unit (input 0, bias 0), with a live path to the loss."""
+    m = nn.Sequential(nn.Linear(1, 2, dtype=cr.float64), nn.ReLU(), nn.Linear(2, 1, dtype=cr.float64))
+    with cr.no_grad():
+        m[0].weight.data[...] = [[1.0], [0.5]]
+        m[0].bias.data[...] = [0.0, 0.3]
+        m[2].weight.data[...] = [[1.0, -2.0]]
+        m[2].bias.data[...] = [0.1]
+    return m, np.array([[0.0], [1.0]]), np.array([[1.0], [0.0]])
+
+
+def test_gradcheck_counts_a_relu_kink_apart_and_fails_a_wrong_derivative(monkeypatch) -> None:
+    m, x, y = _kinked_net()
+    tr = trace(m, x, y, nn.MSELoss())
+    g = tr.gradcheck
+    assert g["passed"] and g["kinks"] == 1 and g["max_abs_error"] < 1e-8 and tr.warnings == [], g
+    assert "1 entry lies at a kink" in tr.to_text() and "1 entry lies at a kink" in tr.to_markdown()
+    jsonschema.validate(json.loads(tr.to_json()), SCHEMA)
+    # a wrong derivative rule (tanh's, scaled by 1.1) is a failure, not a kink
+    from chainrule.ops import math as M
+
+    real = M._tanh_bwd
+    monkeypatch.setattr(M, "_tanh_bwd", lambda y, g, needs=(True,): tuple(1.1 * v for v in real(y, g, needs)))
+    m, _ = mlp_pair("tanh", (3, 4, 1))
+    x, y = _data(5, 3, 1)
+    tr = trace(m, x, y, nn.MSELoss())
+    assert not tr.gradcheck["passed"] and tr.gradcheck["kinks"] == 0 and tr.gradcheck["max_abs_error"] > 1e-3
+    assert "Gradient check: FAILED" in tr.to_text() and "gradient check failed" in tr.warnings[-1]
