@@ -117,6 +117,7 @@ class Trace:
     gradcheck: dict[str, Any]
     warnings: list[str]
     dtype: str
+    buffers: list[str] = field(default_factory=list)  # buffers the step changed (BatchNorm running statistics)
 
     def node(self, name: str) -> TraceNode:
         for n in self.nodes:
@@ -160,6 +161,7 @@ class Trace:
             "optimizer": self.optimizer,
             "gradcheck": self.gradcheck,
             "warnings": self.warnings,
+            "buffers_updated": self.buffers,
         }
 
     def to_json(self) -> str:
@@ -432,6 +434,7 @@ def trace(
     # the random streams as the traced forward finds them: the gradient check replays its draws (dropout masks)
     rng = [(g, g.get_state()) for g in _generators(model64)] if gradcheck else []
     before = {n: p.data.copy() for n, p in pnames.items()}
+    buffers = {n: np.array(b.data) for n, b in model.named_buffers()}
     with fusion(False):  # the graph shows the model's own ops: Linear and ReLU apart, not linear_relu
         loss = loss_fn(model(x), t)
     if not isinstance(loss, Tensor) or loss.data.size != 1:
@@ -556,7 +559,8 @@ def trace(
             f"the finite-difference gradient check failed (max abs error {gc['max_abs_error']:.3g}); "
             "non-differentiable points such as relu at 0 can cause this"
         )
-    return Trace(float(loss.item()), nodes, params, opt_info, gc, warnings, str(dtype))
+    changed = [n for n, b in model.named_buffers() if n in buffers and not np.array_equal(b.data, buffers[n])]
+    return Trace(float(loss.item()), nodes, params, opt_info, gc, warnings, str(dtype), changed)
 
 
 # ----------------------------------------------------------------------------- trace renderers
@@ -630,6 +634,8 @@ def trace_text(tr: Trace) -> str:
         )
     else:
         L += ["", "No optimizer: parameters not updated"]
+    if tr.buffers:
+        L.append(f"Buffers updated by the forward pass (training mode): {', '.join(tr.buffers)}")
     g = tr.gradcheck
     L += [
         "",
@@ -665,6 +671,8 @@ def trace_markdown(tr: Trace) -> str:
     if tr.optimizer:
         how = "verified against the step" if tr.optimizer["verified"] else "measured"
         L += ["", f"Optimizer **{tr.optimizer['name']}**: {tr.optimizer['formula']} ({how})."]
+    if tr.buffers:
+        L += ["", f"Buffers updated by the forward pass (training mode): {', '.join(tr.buffers)}."]
     g = tr.gradcheck
     L += [
         "",
