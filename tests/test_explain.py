@@ -803,3 +803,61 @@ def test_dot_edges_carry_scalar_local_derivatives() -> None:
     label = tracing._tv_str(sig.local_grads[0].reshape(()), 4)
     assert f'n{sig.inputs[0]} -> n{sig.id} [label="∂ {label}"' in dot
     assert f"n{tr.node('input').id} -> " in dot  # the input needs no gradient: a plain edge
+
+
+def test_trace_refuses_a_graph_too_large_to_show_and_changes_nothing(capsys) -> None:
+    m, _ = mlp_pair("tanh", (2, 3, 3, 1))
+    x, y = _data(4, 2, 1)
+    opt = cr.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+    trace(m, x, y, nn.MSELoss(), opt, gradcheck=False)  # grads and a momentum buffer to keep
+    state = {n: (p.data.copy(), p.grad.data.copy()) for n, p in m.named_parameters()}
+    buffers = [np.array(opt.state[p]["momentum_buffer"]) for p in m.parameters()]
+    n_nodes = len(trace(m, x, y, nn.MSELoss(), gradcheck=False).nodes)
+    for n, p in m.named_parameters():  # that trace, without optimizer, changed only the grads: reset them
+        p.grad = cr.tensor(state[n][1])
+    from chainrule.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"has {n_nodes} nodes, more than the {n_nodes - 1} .*--max-nodes"):
+        trace(m, x, y, nn.MSELoss(), opt, max_nodes=n_nodes - 1)
+    for n, p in m.named_parameters():
+        np.testing.assert_array_equal(p.data, state[n][0])
+        np.testing.assert_array_equal(p.grad.data, state[n][1])
+    for p, b in zip(m.parameters(), buffers):
+        np.testing.assert_array_equal(np.asarray(opt.state[p]["momentum_buffer"]), b)
+    assert len(trace(m, x, y, nn.MSELoss(), max_nodes=n_nodes).nodes) == n_nodes
+    # the CLI: the default limit takes a small net, --max-nodes lowers it, 0 lifts it
+    rc, out = explain_cli(["--model", "mlp:3,3"], capsys)
+    assert rc == 0 and "Gradient check: passed" in out
+    with pytest.raises(ConfigError, match=r"has \d+ nodes, more than the 10 "):
+        explain_cli(["--model", "mlp:3,3", "--max-nodes", "10"], capsys)
+    assert explain_cli(["--model", "mlp:3,3", "--max-nodes", "0"], capsys)[0] == 0
+
+
+def _kinked_net():
+    """relu at exactly 0 for the first sample's first hidden unit (input 0, bias 0), with a live path to the loss."""
+    m = nn.Sequential(nn.Linear(1, 2, dtype=cr.float64), nn.ReLU(), nn.Linear(2, 1, dtype=cr.float64))
+    with cr.no_grad():
+        m[0].weight.data[...] = [[1.0], [0.5]]
+        m[0].bias.data[...] = [0.0, 0.3]
+        m[2].weight.data[...] = [[1.0, -2.0]]
+        m[2].bias.data[...] = [0.1]
+    return m, np.array([[0.0], [1.0]]), np.array([[1.0], [0.0]])
+
+
+def test_gradcheck_counts_a_relu_kink_apart_and_fails_a_wrong_derivative(monkeypatch) -> None:
+    m, x, y = _kinked_net()
+    tr = trace(m, x, y, nn.MSELoss())
+    g = tr.gradcheck
+    assert g["passed"] and g["kinks"] == 1 and g["max_abs_error"] < 1e-8 and tr.warnings == [], g
+    assert "1 entry lies at a kink" in tr.to_text() and "1 entry lies at a kink" in tr.to_markdown()
+    jsonschema.validate(json.loads(tr.to_json()), SCHEMA)
+    # a wrong derivative rule (tanh's, scaled by 1.1) is a failure, not a kink
+    from chainrule.ops import math as M
+
+    real = M._tanh_bwd
+    monkeypatch.setattr(M, "_tanh_bwd", lambda y, g, needs=(True,): tuple(1.1 * v for v in real(y, g, needs)))
+    m, _ = mlp_pair("tanh", (3, 4, 1))
+    x, y = _data(5, 3, 1)
+    tr = trace(m, x, y, nn.MSELoss())
+    assert not tr.gradcheck["passed"] and tr.gradcheck["kinks"] == 0 and tr.gradcheck["max_abs_error"] > 1e-3
+    assert "Gradient check: FAILED" in tr.to_text() and "gradient check failed" in tr.warnings[-1]

@@ -160,3 +160,49 @@ def test_explain_cli_errors_are_one_line(argv, message, capsys) -> None:
     rc = main(["explain", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_trace_dropout_gradient_check_replays_the_mask(own_generator) -> None:
+    """Dropout in training mode: the finite differences use the traced step's mask (not a fresh one per
+    evaluation), and the default random stream moves on by exactly one forward pass, as in training."""
+    gen = cr.Generator(1)
+    drop = nn.Dropout(0.5, generator=cr.Generator(7) if own_generator else None)
+    model = nn.Sequential(nn.Linear(3, 8, dtype=np.float64, generator=gen), drop, nn.Linear(8, 1, generator=gen))
+    model = model.double()
+    x, y = np.random.default_rng(0).normal(size=(5, 3)), np.random.default_rng(1).normal(size=(5, 1))
+    cr.manual_seed(5)
+    twin = copy.deepcopy(model)
+    twin(cr.tensor(x))  # one forward pass: the draws the traced step makes
+    expected = cr.default_generator.get_state()
+    cr.manual_seed(5)
+    tr = trace(model, x, y, nn.MSELoss(), cr.optim.SGD(model.parameters(), lr=0.1))
+    assert tr.gradcheck["passed"], tr.gradcheck
+    assert tr.warnings == []
+    assert cr.default_generator.get_state() == expected
+
+
+def test_trace_names_the_buffers_a_batchnorm_step_updates() -> None:
+    """BatchNorm in training mode: the step moves the running statistics (as in training) and the trace says so;
+    the numbers are batch statistics, equal to PyTorch's; the gradient check leaves the model's buffers alone."""
+    gen = cr.Generator(2)
+    model = nn.Sequential(nn.Linear(3, 4, generator=gen), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 1, generator=gen))
+    model = model.double()
+    tm = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(), torch.nn.Linear(4, 1)
+    ).double()
+    tm.load_state_dict({k: torch.from_numpy(np.array(v.data)) for k, v in model.state_dict().items()})
+    x, y = np.random.default_rng(0).normal(size=(5, 3)), np.random.default_rng(1).normal(size=(5, 1))
+    tr = trace(model, x, y, nn.MSELoss(), cr.optim.SGD(model.parameters(), lr=0.1))
+    tloss = torch.nn.functional.mse_loss(tm(torch.from_numpy(x)), torch.from_numpy(y))
+    tloss.backward()
+    assert tr.loss == pytest.approx(tloss.item(), rel=1e-12) and tr.gradcheck["passed"]
+    for p in tr.params:
+        np.testing.assert_allclose(p.grad, dict(tm.named_parameters())[p.name].grad.numpy(), rtol=1e-9, atol=1e-12)
+    assert tr.buffers == ["1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    for name, b in model.named_buffers():  # moved once, by the traced forward only
+        np.testing.assert_allclose(np.array(b.data), dict(tm.named_buffers())[name].numpy(), rtol=1e-12)
+    assert "Buffers updated by the forward pass (training mode): 1.running_mean" in tr.to_text()
+    assert json.loads(tr.to_json())["buffers_updated"] == tr.buffers
+    model.eval()
+    assert trace(model, x, y, nn.MSELoss()).buffers == []

@@ -32,6 +32,7 @@ import numpy as np
 from .errors import ConfigError, DataError
 from .tensor import Tensor, float64, no_grad
 from .tracing import (  # noqa: F401  (re-exported: chainrule.explain.trace and friends)
+    MAX_NODES,
     SMALL,
     TRACE_DIGITS,
     CrossCheckError,
@@ -751,6 +752,13 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
     parser.add_argument("--format", choices=("text", "json", "markdown", "dot"), default="text")
+    parser.add_argument(
+        "--max-nodes",
+        type=int,
+        default=MAX_NODES,
+        metavar="N",
+        help=f"refuse graphs of more than N nodes (default {MAX_NODES}; 0: no limit)",
+    )
     parser.add_argument("--graph", metavar="PATH", help="draw the graph: .dot always; .svg/.png need Graphviz")
     parser.add_argument("--surface", metavar="PATH.png", help="loss surface over two parameter entries with the path")
     parser.add_argument(
@@ -900,7 +908,7 @@ def run_explain_cli(args: argparse.Namespace) -> int:
     xt, tt = Tensor(x), Tensor(t)
     start = copy.deepcopy(model) if args.surface else None
     opt = make_optimizer(args.optimizer, model.parameters(), args.lr, args.momentum)
-    tr = trace(model, xt, tt, loss_fn, opt)
+    tr = trace(model, xt, tt, loss_fn, opt, max_nodes=args.max_nodes if args.max_nodes > 0 else None)
     sys.stdout.write(render_trace(tr, args.format))
     if args.graph:
         write_graph(tr, args.graph)

@@ -165,6 +165,7 @@ CASES = {
     "must be positive": ([*T, "--lr", "-1"], 2),
     "must be a finite number": ([*T, "--tol", "nan"], 2),
     "give smaller numbers": (["example", "--w1", "1e200", "--x", "1e200"], 2),
+    "nodes, more than the": (["explain", "--model", "mlp:3,3", "--max-nodes", "10"], 2),
     "must be a fraction in [0, 1)": ([*T, "--val-split", "1.5"], 2),
     "early_stopping needs a validation split": ([*TX, "--early-stopping", "2"], 2),
     "unknown key": ([*T, "cfg.json"], 2),
