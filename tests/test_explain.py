@@ -861,3 +861,14 @@ def test_gradcheck_counts_a_relu_kink_apart_and_fails_a_wrong_derivative(monkeyp
     tr = trace(m, x, y, nn.MSELoss())
     assert not tr.gradcheck["passed"] and tr.gradcheck["kinks"] == 0 and tr.gradcheck["max_abs_error"] > 1e-3
     assert "Gradient check: FAILED" in tr.to_text() and "gradient check failed" in tr.warnings[-1]
+
+
+def test_explain_cli_exits_1_when_the_gradient_check_fails(monkeypatch, capsys) -> None:
+    """The report is printed either way; a failed check also gives exit status 1 (it gave 0), so scripts see it."""
+    assert explain_cli(["--model", "mlp:4", "--activation", "tanh"], capsys)[0] == 0
+    from chainrule.ops import math as M
+
+    real = M._tanh_bwd
+    monkeypatch.setattr(M, "_tanh_bwd", lambda y, g, needs=(True,): tuple(1.1 * v for v in real(y, g, needs)))
+    rc, out = explain_cli(["--model", "mlp:4", "--activation", "tanh"], capsys)
+    assert rc == 1 and "Gradient check: FAILED" in out

@@ -916,4 +916,7 @@ def run_explain_cli(args: argparse.Namespace) -> int:
     if args.surface:
         explain_surface(start, loss_fn, xt, tt, args, args.surface)
         print(f"wrote {args.surface}", file=sys.stderr)
+    if tr.gradcheck and not tr.gradcheck["passed"]:  # the report is printed; a script sees the failure too
+        print("chainrule explain: the gradient check FAILED (see the report above)", file=sys.stderr)
+        return 1
     return 0
