@@ -202,3 +202,16 @@ def test_stopping_rule_counts_epochs_as_sklearn(digits, early_stopping) -> None:
         kw.update(early_stopping=early_stopping, validation_fraction=0.2)
         ours, theirs = MLPClassifier(**kw).fit(X, y), SkMLPClassifier(**kw).fit(X, y)
         assert ours.n_iter_ == theirs.n_iter_ == (5 if tol else 12)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_loss_attributes_as_sklearn(digits, early_stopping) -> None:
+    """loss_ is the last epoch's training loss; best_loss_ is None under early stopping (the validation score rules)."""
+    X_train, _, y_train, _ = digits
+    kw = dict(hidden_layer_sizes=(8,), max_iter=3, early_stopping=early_stopping, random_state=0)
+    ours, theirs = MLPClassifier(**kw).fit(X_train, y_train), SkMLPClassifier(**kw).fit(X_train, y_train)
+    for est in (ours, theirs):
+        assert est.loss_ == est.loss_curve_[-1]
+        assert (est.best_loss_ is None) if early_stopping else est.best_loss_ == min(est.loss_curve_)
+    reg = MLPRegressor(hidden_layer_sizes=(4,), random_state=0).partial_fit(X_train, X_train[:, 20])
+    assert reg.loss_ == reg.loss_curve_[-1]

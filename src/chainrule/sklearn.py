@@ -164,7 +164,7 @@ class _BaseNeuralNet(BaseEstimator):
         self.t_ = 0
         self._no_improvement = 0
         self._best_loss = np.inf
-        self.best_loss_ = np.inf
+        self.best_loss_: float | None = None if self.early_stopping else np.inf  # as scikit-learn
         self.validation_scores_: list[float] | None = [] if self.early_stopping else None
         self.best_validation_score_: float | None = -np.inf if self.early_stopping else None
         self._best_state: dict[str, np.ndarray] | None = None
@@ -274,6 +274,7 @@ class _BaseNeuralNet(BaseEstimator):
         """Record one epoch; True when training should stop (no improvement for more than n_iter_no_change epochs)."""
         self.n_iter_ += 1
         self.t_ += n
+        self.loss_ = loss
         self.loss_curve_.append(loss)
         if self.verbose:
             print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
@@ -517,7 +518,8 @@ _MLP_DOC = """
     early_stopping holds out validation_fraction of the data and keeps the best weights).
     dtype: the dtype of the weights and of the computation, "float32" (default) or "float64"; None: X's dtype
     (float32 for float32 X, else float64, as scikit-learn). Predictions are computed in X's floating dtype.
-    Fitted: model_ (the chainrule module), n_iter_, loss_curve_, n_features_in_.
+    Fitted: model_ (the chainrule module), n_iter_, loss_, loss_curve_, best_loss_, t_, n_features_in_ (and
+    validation_scores_, best_validation_score_ with early_stopping).
 """
 
 
