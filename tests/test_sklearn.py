@@ -215,3 +215,21 @@ def test_loss_attributes_as_sklearn(digits, early_stopping) -> None:
         assert (est.best_loss_ is None) if early_stopping else est.best_loss_ == min(est.loss_curve_)
     reg = MLPRegressor(hidden_layer_sizes=(4,), random_state=0).partial_fit(X_train, X_train[:, 20])
     assert reg.loss_ == reg.loss_curve_[-1]
+
+
+def test_sparse_X_as_dense(digits) -> None:
+    """CSR and CSC X are accepted (as scikit-learn's MLP does) and train and predict as the dense X."""
+    import scipy.sparse as sp
+
+    X_train, X_test, y_train, _ = digits
+    X, y = X_train[:300], y_train[:300]
+    kw = dict(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    dense = MLPClassifier(**kw).fit(X, y)
+    for fmt in (sp.csr_matrix, sp.csc_matrix):
+        clf = MLPClassifier(**kw).fit(fmt(X), y)
+        np.testing.assert_array_equal(clf.loss_curve_, dense.loss_curve_)
+        np.testing.assert_allclose(clf.predict_proba(fmt(X_test)), dense.predict_proba(X_test), rtol=1e-12)
+    clf = MLPClassifier(early_stopping=True, **kw).fit(sp.csr_matrix(X), y)
+    assert clf.partial_fit(sp.csr_matrix(X), y).n_iter_ == 4
+    reg = MLPRegressor(**kw).fit(sp.csr_matrix(X), X[:, 20])
+    assert reg.partial_fit(sp.csc_matrix(X), X[:, 20]).predict(sp.csr_matrix(X_test)).shape == (len(X_test),)

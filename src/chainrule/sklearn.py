@@ -15,6 +15,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -35,6 +36,9 @@ from .tensor import Tensor, no_grad
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NeuralNetClassifier", "NeuralNetRegressor"]
 
+# X as scikit-learn's MLP takes it: float64 or float32 (others become float64), dense or CSR/CSC (sparse X is
+# densified one minibatch at a time in training, whole at prediction)
+_X_CHECKS: dict[str, Any] = {"dtype": (np.float64, np.float32), "accept_sparse": ("csr", "csc")}
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid, "identity": nn.Identity}
 
 
@@ -84,6 +88,11 @@ class _BaseNeuralNet(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.verbose = verbose
         self.dtype = dtype
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     # -- pieces the subclasses define
     def _build_module(self, n_features: int, n_outputs: int, generator: Generator) -> nn.Module:
@@ -207,7 +216,9 @@ class _BaseNeuralNet(BaseEstimator):
 
     def _epoch(self, X: np.ndarray, y: np.ndarray) -> float:
         """One pass over (X, y) in minibatches; returns the mean training loss (penalty included)."""
-        n = X.shape[0]
+        n, sparse = X.shape[0], sp.issparse(X)
+        if sparse:
+            X = X.tocsr()  # rows gathered and sliced cheaply
         bs = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         if self.shuffle:  # one gather per epoch; the minibatches are then contiguous slices
             order = self._rng.np.permutation(n)
@@ -229,6 +240,8 @@ class _BaseNeuralNet(BaseEstimator):
         total = 0.0
         for start in range(0, n, bs):
             xb, yb = X[start : start + bs], y[start : start + bs]
+            if sparse:
+                xb = xb.toarray()
             m = xb.shape[0]
             loss = loss_fn(model(Tensor(xb)), yb)
             optimizer.zero_grad()
@@ -335,6 +348,8 @@ class _BaseNeuralNet(BaseEstimator):
         float64 X, so that a sample's prediction does not depend on the others in X (float32 products do,
         in the last bits, through the blocking of the matrix product)."""
         model = self.model_
+        if sp.issparse(X):
+            X = X.toarray()
         if X.dtype != self._dtype:
             model = copy.deepcopy(model).to(X.dtype)
         model.eval()
@@ -388,7 +403,7 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
 
     def fit(self, X: Any, y: Any) -> NeuralNetClassifier:
         """Train from scratch for up to max_iter epochs. X: (n_samples, n_features); y: (n_samples,) labels."""
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
+        X, y = validate_data(self, X, y, **_X_CHECKS, reset=True)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         self._dtype = self._compute_dtype(X)
@@ -397,7 +412,7 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> NeuralNetClassifier:
         """One epoch over (X, y). The first call needs `classes`, every label that will ever appear."""
         first = not hasattr(self, "model_")
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first)
+        X, y = validate_data(self, X, y, **_X_CHECKS, reset=first)
         check_classification_targets(y)
         if first:
             if classes is None:
@@ -414,7 +429,7 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes), columns in the order of classes_."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, **_X_CHECKS, reset=False)
         z = self._forward(X)
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
@@ -425,7 +440,7 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each sample, shape (n_samples,)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, **_X_CHECKS, reset=False)
         return self.classes_[self._forward(X).argmax(axis=1)]
 
 
@@ -457,7 +472,7 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
 
     def fit(self, X: Any, y: Any) -> NeuralNetRegressor:
         """Train from scratch for up to max_iter epochs. X: (n_samples, n_features); y: (n_samples[, n_targets])."""
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)
+        X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, y_numeric=True)
         self._dtype = self._compute_dtype(X)
         X = X.astype(self._dtype, copy=False)
         y = self._targets(X, y)
@@ -466,7 +481,7 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
     def partial_fit(self, X: Any, y: Any) -> NeuralNetRegressor:
         """One epoch over (X, y), starting from the current weights (or fresh ones on the first call)."""
         first = not hasattr(self, "model_")
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True, reset=first)
+        X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, y_numeric=True, reset=first)
         if first:
             self._dtype = self._compute_dtype(X)
             X = X.astype(self._dtype, copy=False)
@@ -481,7 +496,7 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
     def predict(self, X: Any) -> np.ndarray:
         """Predictions, shape (n_samples,) when fitted on a 1-d y, else (n_samples, n_targets)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, **_X_CHECKS, reset=False)
         out = self._forward(X)
         return out.ravel() if self._y_1d else out
 
