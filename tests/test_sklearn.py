@@ -233,3 +233,24 @@ def test_sparse_X_as_dense(digits) -> None:
     assert clf.partial_fit(sp.csr_matrix(X), y).n_iter_ == 4
     reg = MLPRegressor(**kw).fit(sp.csr_matrix(X), X[:, 20])
     assert reg.partial_fit(sp.csc_matrix(X), X[:, 20]).predict(sp.csr_matrix(X_test)).shape == (len(X_test),)
+
+
+def test_warm_start_continues_training_as_sklearn(digits) -> None:
+    """warm_start=True: fit continues from the fitted weights (n_iter_ counts this fit, loss_curve_ grows, t_
+    accumulates); the classes must stay those of the first fit."""
+    X_train, _, y_train, _ = digits
+    X, y = X_train[:300], y_train[:300]
+    kw = dict(hidden_layer_sizes=(8,), max_iter=3, tol=0.0, warm_start=True, random_state=0)
+    ours, theirs = MLPClassifier(**kw), SkMLPClassifier(**kw)
+    for est in (ours, theirs):
+        est.fit(X, y)
+        first = list(est.loss_curve_)
+        est.fit(X, y)
+        assert est.n_iter_ == 3 and len(est.loss_curve_) == 6 and est.t_ == 6 * len(X)
+        assert est.loss_curve_[:3] == first and est.loss_curve_[3] < first[0]  # continued, not restarted
+        with pytest.raises(ValueError, match="warm_start"):
+            est.fit(X[y < 5], y[y < 5])
+    cold = MLPClassifier(**{**kw, "warm_start": False}).fit(X, y)
+    assert len(cold.fit(X, y).loss_curve_) == 3
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, warm_start=True, random_state=0)
+    assert len(reg.fit(X, X[:, 20]).fit(X, X[:, 20]).loss_curve_) == 4

@@ -67,6 +67,7 @@ class _BaseNeuralNet(BaseEstimator):
         epsilon: float = 1e-8,
         n_iter_no_change: int = 10,
         verbose: bool = False,
+        warm_start: bool = False,
         dtype: Any = "float32",
     ) -> None:
         self.module = module
@@ -87,6 +88,7 @@ class _BaseNeuralNet(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.verbose = verbose
+        self.warm_start = warm_start
         self.dtype = dtype
 
     def __sklearn_tags__(self) -> Any:
@@ -312,8 +314,17 @@ class _BaseNeuralNet(BaseEstimator):
         self._no_improvement = 0 if improved else self._no_improvement + 1
         return self._no_improvement > self.n_iter_no_change
 
+    def _warm(self) -> bool:
+        """True when fit continues from the fitted weights (warm_start and a fitted model)."""
+        return bool(self.warm_start) and hasattr(self, "model_")
+
     def _fit(self, X: np.ndarray, y: np.ndarray, n_outputs: int, stratify: np.ndarray | None) -> Any:
-        self._initialize(X, n_outputs)
+        if self._warm():  # as scikit-learn: a fresh optimizer; n_iter_ counts this fit, the curves go on
+            self._check_hyperparameters()
+            self._optimizer = self._make_optimizer()
+            self.n_iter_ = 0
+        else:
+            self._initialize(X, n_outputs)
         X_val = y_val = None
         if self.early_stopping:
             seed = int(self._rng.np.integers(2**31))
@@ -402,11 +413,20 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         return codes.astype(np.int64)
 
     def fit(self, X: Any, y: Any) -> NeuralNetClassifier:
-        """Train from scratch for up to max_iter epochs. X: (n_samples, n_features); y: (n_samples,) labels."""
-        X, y = validate_data(self, X, y, **_X_CHECKS, reset=True)
+        """Train for up to max_iter epochs, from scratch or (warm_start) from the fitted weights.
+        X: (n_samples, n_features); y: (n_samples,) labels."""
+        warm = self._warm()
+        X, y = validate_data(self, X, y, **_X_CHECKS, reset=not warm)
         check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        self._dtype = self._compute_dtype(X)
+        classes = np.unique(y)
+        if warm and not np.array_equal(classes, self.classes_):
+            raise DataError(
+                f"{type(self).__name__}: warm_start needs y with the classes of the previous fit, "
+                f"{self.classes_.tolist()}; y has {classes.tolist()}"
+            )
+        self.classes_ = classes
+        if not warm:
+            self._dtype = self._compute_dtype(X)
         return self._fit(X.astype(self._dtype, copy=False), self._encode(y), len(self.classes_), stratify=y)
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> NeuralNetClassifier:
@@ -471,9 +491,12 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
         return (y.reshape(-1, 1) if y.ndim == 1 else y).astype(X.dtype)
 
     def fit(self, X: Any, y: Any) -> NeuralNetRegressor:
-        """Train from scratch for up to max_iter epochs. X: (n_samples, n_features); y: (n_samples[, n_targets])."""
-        X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, y_numeric=True)
-        self._dtype = self._compute_dtype(X)
+        """Train for up to max_iter epochs, from scratch or (warm_start) from the fitted weights.
+        X: (n_samples, n_features); y: (n_samples[, n_targets])."""
+        warm = self._warm()
+        X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, y_numeric=True, reset=not warm)
+        if not warm:
+            self._dtype = self._compute_dtype(X)
         X = X.astype(self._dtype, copy=False)
         y = self._targets(X, y)
         return self._fit(X, y, y.shape[1], stratify=None)
@@ -530,7 +553,8 @@ _MLP_DOC = """
     hidden_layer_sizes: widths of the hidden layers; activation: 'relu', 'tanh', 'logistic' or 'identity'.
     Other arguments as in scikit-learn's namesake (solver 'adam', 'adamw', 'sgd' or a chainrule.optim.Optimizer
     class, with a constant learning rate learning_rate_init; no 'lbfgs', no learning_rate schedules;
-    early_stopping holds out validation_fraction of the data and keeps the best weights).
+    early_stopping holds out validation_fraction of the data and keeps the best weights; warm_start makes fit
+    continue from the fitted weights with a fresh optimizer).
     dtype: the dtype of the weights and of the computation, "float32" (default) or "float64"; None: X's dtype
     (float32 for float32 X, else float64, as scikit-learn). Predictions are computed in X's floating dtype.
     Fitted: model_ (the chainrule module), n_iter_, loss_, loss_curve_, best_loss_, t_, n_features_in_ (and
@@ -560,6 +584,7 @@ def _mlp_init(
     epsilon: float = 1e-8,
     n_iter_no_change: int = 10,
     verbose: bool = False,
+    warm_start: bool = False,
     dtype: Any = "float32",
 ) -> None:
     self.hidden_layer_sizes = hidden_layer_sizes
@@ -581,6 +606,7 @@ def _mlp_init(
     self.epsilon = epsilon
     self.n_iter_no_change = n_iter_no_change
     self.verbose = verbose
+    self.warm_start = warm_start
     self.dtype = dtype
 
 
