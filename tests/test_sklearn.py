@@ -254,3 +254,29 @@ def test_warm_start_continues_training_as_sklearn(digits) -> None:
     assert len(cold.fit(X, y).loss_curve_) == 3
     reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, warm_start=True, random_state=0)
     assert len(reg.fit(X, X[:, 20]).fit(X, X[:, 20]).loss_curve_) == 4
+
+
+def test_multilabel_indicator_y_as_sklearn() -> None:
+    """A 2-d 0/1 y trains one sigmoid output per label (binary cross-entropy), as scikit-learn's MLPClassifier:
+    classes_ = arange(n_labels), predict gives (n, n_labels) 0/1, predict_proba independent label probabilities."""
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(300, 10, n_classes=4, random_state=0)
+    X = X / X.max()
+    kw = dict(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=0.01, random_state=0)
+    ours, theirs = MLPClassifier(**kw).fit(X, Y), SkMLPClassifier(**kw).fit(X, Y)
+    for est in (ours, theirs):
+        np.testing.assert_array_equal(est.classes_, np.arange(4))
+        pred, proba = est.predict(X[:7]), est.predict_proba(X[:7])
+        assert pred.shape == proba.shape == (7, 4) and set(np.unique(pred)) <= {0, 1}
+        np.testing.assert_array_equal(pred, (proba > 0.5).astype(pred.dtype))
+    assert np.issubdtype(ours.predict(X).dtype, np.integer)
+    assert abs(ours.loss_curve_[0] - theirs.loss_curve_[0]) < 0.2  # both ≈ 4·log 2: the loss sums the labels
+    assert abs(ours.loss_ - theirs.loss_) < 0.2
+    assert ours.score(X, Y) >= theirs.score(X, Y) - 0.1 and ours.score(X, Y) > 0.35  # subset accuracy
+    es = MLPClassifier(early_stopping=True, **kw).fit(X, Y)
+    assert es.best_validation_score_ == max(es.validation_scores_) > 0.1  # chance: about 1/16
+    clf = MLPClassifier(**kw).partial_fit(X, Y, classes=np.arange(4)).partial_fit(X, Y)
+    assert clf.predict(X).shape == (300, 4) and clf.loss_curve_[1] < clf.loss_curve_[0]
+    with pytest.raises(ValueError, match="labels"):
+        clf.partial_fit(X, Y[:, :3])

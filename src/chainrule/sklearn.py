@@ -22,8 +22,8 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
-    from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.multiclass import check_classification_targets, type_of_target
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError('chainrule.sklearn needs scikit-learn: pip install "chainrule[data]"') from e
 
@@ -382,29 +382,52 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
     """Classifier training a chainrule module with softmax cross-entropy.
 
     module: a chainrule Module mapping (n_samples, n_features) to (n_samples, n_classes) logits, or a factory
-    `module(n_features, n_classes) -> Module` called at fit time. The other arguments are scikit-learn's
-    MLPClassifier's; solver is 'adam', 'adamw', 'sgd' or any chainrule.optim.Optimizer class (built with
-    lr=learning_rate_init); alpha is the L2 penalty on weight matrices. The learning rate stays constant
-    (scikit-learn's learning_rate schedules and the 'lbfgs' solver are not implemented). dtype: the compute
-    dtype, "float32" (default) or "float64"; None: X's dtype (float32 for float32 X, else float64).
+    `module(n_features, n_classes) -> Module` called at fit time. A multilabel y (2-d 0/1 indicator of shape
+    (n_samples, n_labels)) trains the n_labels outputs as independent sigmoids (binary cross-entropy summed over
+    labels), as scikit-learn's MLPClassifier: classes_ is then arange(n_labels), predict gives 0/1 rows.
+    The other arguments are scikit-learn's MLPClassifier's; solver is 'adam', 'adamw', 'sgd' or any
+    chainrule.optim.Optimizer class (built with lr=learning_rate_init); alpha is the L2 penalty on weight
+    matrices. The learning rate stays constant (scikit-learn's learning_rate schedules and the 'lbfgs' solver are
+    not implemented). dtype: the compute dtype, "float32" (default) or "float64"; None: X's dtype (float32 for
+    float32 X, else float64).
     """
 
     _is_classifier = True
+    _multilabel = False  # set by fit / the first partial_fit
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
 
     def _loss(self, out: Tensor, y: np.ndarray) -> Tensor:
+        if self._multilabel:  # y: (n, n_labels) 0/1 in the compute dtype
+            return F.binary_cross_entropy_with_logits(out, y) * float(y.shape[1])
         if out.ndim == 2 and out.shape[1] == len(self.classes_):  # y holds valid class codes (from _encode)
             return F._fused_cross_entropy(out, y, "mean")
         return F.cross_entropy(out, y)
 
     def _validation_score(self, X: np.ndarray, y: np.ndarray) -> float:
+        if self._multilabel:  # subset accuracy, as scikit-learn's score
+            return float(np.mean(np.all((self._forward(X) > 0) == (y > 0.5), axis=1)))
         return float(np.mean(self._forward(X).argmax(axis=1) == y))
 
+    def _check_y(self, X: Any, y: Any, reset: bool) -> tuple[Any, np.ndarray]:
+        """Validated X and y: y (n_samples,) labels, or (n_samples, n_labels) for a multilabel indicator."""
+        X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, reset=reset)
+        if sp.issparse(y):
+            y = y.toarray()
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        return X, y
+
     def _encode(self, y: np.ndarray) -> np.ndarray:
+        if self._multilabel or y.ndim == 2:
+            if not (self._multilabel and y.ndim == 2 and y.shape[1] == len(self.classes_)):
+                fitted = f"an indicator of {len(self.classes_)} labels" if self._multilabel else "1-d labels"
+                raise DataError(f"{type(self).__name__}: y has shape {y.shape}, but was fitted on {fitted}")
+            return y.astype(self._dtype)
         codes = np.searchsorted(self.classes_, y)
         codes = np.clip(codes, 0, len(self.classes_) - 1)
         if not np.all(self.classes_[codes] == y):
@@ -416,28 +439,29 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         """Train for up to max_iter epochs, from scratch or (warm_start) from the fitted weights.
         X: (n_samples, n_features); y: (n_samples,) labels."""
         warm = self._warm()
-        X, y = validate_data(self, X, y, **_X_CHECKS, reset=not warm)
-        check_classification_targets(y)
-        classes = np.unique(y)
-        if warm and not np.array_equal(classes, self.classes_):
+        X, y = self._check_y(X, y, reset=not warm)
+        multilabel = type_of_target(y) == "multilabel-indicator"
+        classes = np.arange(y.shape[1]) if multilabel else np.unique(y)
+        if warm and (multilabel != self._multilabel or not np.array_equal(classes, self.classes_)):
             raise DataError(
                 f"{type(self).__name__}: warm_start needs y with the classes of the previous fit, "
                 f"{self.classes_.tolist()}; y has {classes.tolist()}"
             )
-        self.classes_ = classes
+        self.classes_, self._multilabel = classes, multilabel
         if not warm:
             self._dtype = self._compute_dtype(X)
-        return self._fit(X.astype(self._dtype, copy=False), self._encode(y), len(self.classes_), stratify=y)
+        stratify = None if multilabel else y
+        return self._fit(X.astype(self._dtype, copy=False), self._encode(y), len(classes), stratify=stratify)
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> NeuralNetClassifier:
         """One epoch over (X, y). The first call needs `classes`, every label that will ever appear."""
         first = not hasattr(self, "model_")
-        X, y = validate_data(self, X, y, **_X_CHECKS, reset=first)
-        check_classification_targets(y)
+        X, y = self._check_y(X, y, reset=first)
         if first:
             if classes is None:
                 raise ConfigError(f"{type(self).__name__}: classes must be passed on the first call to partial_fit")
-            self.classes_ = np.unique(np.asarray(classes))
+            self._multilabel = type_of_target(y) == "multilabel-indicator"
+            self.classes_ = np.arange(y.shape[1]) if self._multilabel else np.unique(np.asarray(classes))
             self._dtype = self._compute_dtype(X)
             self._initialize(X.astype(self._dtype, copy=False), len(self.classes_))
         elif classes is not None and not np.array_equal(self.classes_, np.unique(np.asarray(classes))):
@@ -447,10 +471,13 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, shape (n_samples, n_classes), columns in the order of classes_."""
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of classes_ (for a multilabel
+        fit, each label's probability, the rows not summing to 1)."""
         check_is_fitted(self)
         X = validate_data(self, X, **_X_CHECKS, reset=False)
         z = self._forward(X)
+        if self._multilabel:
+            return np.exp(-np.logaddexp(0, -z))  # sigmoid, without overflow
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
@@ -458,8 +485,10 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         return np.log(self.predict_proba(X))
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of each sample, shape (n_samples,)."""
+        """The most probable class of each sample, shape (n_samples,); (n_samples, n_labels) 0/1 if multilabel."""
         check_is_fitted(self)
+        if self._multilabel:
+            return (self.predict_proba(X) > 0.5).astype(np.int64)
         X = validate_data(self, X, **_X_CHECKS, reset=False)
         return self.classes_[self._forward(X).argmax(axis=1)]
 
