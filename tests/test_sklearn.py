@@ -280,3 +280,14 @@ def test_multilabel_indicator_y_as_sklearn() -> None:
     assert clf.predict(X).shape == (300, 4) and clf.loss_curve_[1] < clf.loss_curve_[0]
     with pytest.raises(ValueError, match="labels"):
         clf.partial_fit(X, Y[:, :3])
+
+
+@pytest.mark.parametrize(
+    "param, value", [("momentum", 1.5), ("momentum", -0.1), ("n_iter_no_change", 0), ("tol", -1.0)]
+)
+def test_out_of_range_hyperparameters_are_refused_as_sklearn(param, value) -> None:
+    X, y = make_regression(40, 3, random_state=0)
+    with pytest.raises(ValueError, match=param):
+        SkMLPClassifier(**{param: value}).fit(X, y > 0)
+    with pytest.raises(ConfigError, match=param):
+        MLPClassifier(solver="sgd", max_iter=2, **{param: value}).fit(X, y > 0)

@@ -140,6 +140,12 @@ class _BaseNeuralNet(BaseEstimator):
             raise ConfigError(f"{name}: learning_rate_init must be > 0, got {self.learning_rate_init!r}")
         if self.alpha < 0:
             raise ConfigError(f"{name}: alpha must be >= 0, got {self.alpha!r}")
+        if self.tol < 0:
+            raise ConfigError(f"{name}: tol must be >= 0, got {self.tol!r}")
+        if not self.n_iter_no_change >= 1:  # an integer or inf, as in scikit-learn
+            raise ConfigError(f"{name}: n_iter_no_change must be >= 1, got {self.n_iter_no_change!r}")
+        if not 0 <= self.momentum <= 1:
+            raise ConfigError(f"{name}: momentum must be in [0, 1], got {self.momentum!r}")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size > 0):
             raise ConfigError(f"{name}: batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
         if self.dtype is not None:
