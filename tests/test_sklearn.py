@@ -202,3 +202,92 @@ def test_stopping_rule_counts_epochs_as_sklearn(digits, early_stopping) -> None:
         kw.update(early_stopping=early_stopping, validation_fraction=0.2)
         ours, theirs = MLPClassifier(**kw).fit(X, y), SkMLPClassifier(**kw).fit(X, y)
         assert ours.n_iter_ == theirs.n_iter_ == (5 if tol else 12)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_loss_attributes_as_sklearn(digits, early_stopping) -> None:
+    """loss_ is the last epoch's training loss; best_loss_ is None under early stopping (the validation score rules)."""
+    X_train, _, y_train, _ = digits
+    kw = dict(hidden_layer_sizes=(8,), max_iter=3, early_stopping=early_stopping, random_state=0)
+    ours, theirs = MLPClassifier(**kw).fit(X_train, y_train), SkMLPClassifier(**kw).fit(X_train, y_train)
+    for est in (ours, theirs):
+        assert est.loss_ == est.loss_curve_[-1]
+        assert (est.best_loss_ is None) if early_stopping else est.best_loss_ == min(est.loss_curve_)
+    reg = MLPRegressor(hidden_layer_sizes=(4,), random_state=0).partial_fit(X_train, X_train[:, 20])
+    assert reg.loss_ == reg.loss_curve_[-1]
+
+
+def test_sparse_X_as_dense(digits) -> None:
+    """CSR and CSC X are accepted (as scikit-learn's MLP does) and train and predict as the dense X."""
+    import scipy.sparse as sp
+
+    X_train, X_test, y_train, _ = digits
+    X, y = X_train[:300], y_train[:300]
+    kw = dict(hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+    dense = MLPClassifier(**kw).fit(X, y)
+    for fmt in (sp.csr_matrix, sp.csc_matrix):
+        clf = MLPClassifier(**kw).fit(fmt(X), y)
+        np.testing.assert_array_equal(clf.loss_curve_, dense.loss_curve_)
+        np.testing.assert_allclose(clf.predict_proba(fmt(X_test)), dense.predict_proba(X_test), rtol=1e-12)
+    clf = MLPClassifier(early_stopping=True, **kw).fit(sp.csr_matrix(X), y)
+    assert clf.partial_fit(sp.csr_matrix(X), y).n_iter_ == 4
+    reg = MLPRegressor(**kw).fit(sp.csr_matrix(X), X[:, 20])
+    assert reg.partial_fit(sp.csc_matrix(X), X[:, 20]).predict(sp.csr_matrix(X_test)).shape == (len(X_test),)
+
+
+def test_warm_start_continues_training_as_sklearn(digits) -> None:
+    """warm_start=True: fit continues from the fitted weights (n_iter_ counts this fit, loss_curve_ grows, t_
+    accumulates); the classes must stay those of the first fit."""
+    X_train, _, y_train, _ = digits
+    X, y = X_train[:300], y_train[:300]
+    kw = dict(hidden_layer_sizes=(8,), max_iter=3, tol=0.0, warm_start=True, random_state=0)
+    ours, theirs = MLPClassifier(**kw), SkMLPClassifier(**kw)
+    for est in (ours, theirs):
+        est.fit(X, y)
+        first = list(est.loss_curve_)
+        est.fit(X, y)
+        assert est.n_iter_ == 3 and len(est.loss_curve_) == 6 and est.t_ == 6 * len(X)
+        assert est.loss_curve_[:3] == first and est.loss_curve_[3] < first[0]  # continued, not restarted
+        with pytest.raises(ValueError, match="warm_start"):
+            est.fit(X[y < 5], y[y < 5])
+    cold = MLPClassifier(**{**kw, "warm_start": False}).fit(X, y)
+    assert len(cold.fit(X, y).loss_curve_) == 3
+    reg = MLPRegressor(hidden_layer_sizes=(4,), max_iter=2, warm_start=True, random_state=0)
+    assert len(reg.fit(X, X[:, 20]).fit(X, X[:, 20]).loss_curve_) == 4
+
+
+def test_multilabel_indicator_y_as_sklearn() -> None:
+    """A 2-d 0/1 y trains one sigmoid output per label (binary cross-entropy), as scikit-learn's MLPClassifier:
+    classes_ = arange(n_labels), predict gives (n, n_labels) 0/1, predict_proba independent label probabilities."""
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(300, 10, n_classes=4, random_state=0)
+    X = X / X.max()
+    kw = dict(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=0.01, random_state=0)
+    ours, theirs = MLPClassifier(**kw).fit(X, Y), SkMLPClassifier(**kw).fit(X, Y)
+    for est in (ours, theirs):
+        np.testing.assert_array_equal(est.classes_, np.arange(4))
+        pred, proba = est.predict(X[:7]), est.predict_proba(X[:7])
+        assert pred.shape == proba.shape == (7, 4) and set(np.unique(pred)) <= {0, 1}
+        np.testing.assert_array_equal(pred, (proba > 0.5).astype(pred.dtype))
+    assert np.issubdtype(ours.predict(X).dtype, np.integer)
+    assert abs(ours.loss_curve_[0] - theirs.loss_curve_[0]) < 0.2  # both ≈ 4·log 2: the loss sums the labels
+    assert abs(ours.loss_ - theirs.loss_) < 0.2
+    assert ours.score(X, Y) >= theirs.score(X, Y) - 0.1 and ours.score(X, Y) > 0.35  # subset accuracy
+    es = MLPClassifier(early_stopping=True, **kw).fit(X, Y)
+    assert es.best_validation_score_ == max(es.validation_scores_) > 0.1  # chance: about 1/16
+    clf = MLPClassifier(**kw).partial_fit(X, Y, classes=np.arange(4)).partial_fit(X, Y)
+    assert clf.predict(X).shape == (300, 4) and clf.loss_curve_[1] < clf.loss_curve_[0]
+    with pytest.raises(ValueError, match="labels"):
+        clf.partial_fit(X, Y[:, :3])
+
+
+@pytest.mark.parametrize(
+    "param, value", [("momentum", 1.5), ("momentum", -0.1), ("n_iter_no_change", 0), ("tol", -1.0)]
+)
+def test_out_of_range_hyperparameters_are_refused_as_sklearn(param, value) -> None:
+    X, y = make_regression(40, 3, random_state=0)
+    with pytest.raises(ValueError, match=param):
+        SkMLPClassifier(**{param: value}).fit(X, y > 0)
+    with pytest.raises(ConfigError, match=param):
+        MLPClassifier(solver="sgd", max_iter=2, **{param: value}).fit(X, y > 0)

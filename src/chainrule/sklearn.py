@@ -15,14 +15,15 @@ import warnings
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
-    from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_is_fitted, validate_data
+    from sklearn.utils.multiclass import check_classification_targets, type_of_target
+    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError('chainrule.sklearn needs scikit-learn: pip install "chainrule[data]"') from e
 
@@ -35,6 +36,9 @@ from .tensor import Tensor, no_grad
 
 __all__ = ["MLPClassifier", "MLPRegressor", "NeuralNetClassifier", "NeuralNetRegressor"]
 
+# X as scikit-learn's MLP takes it: float64 or float32 (others become float64), dense or CSR/CSC (sparse X is
+# densified one minibatch at a time in training, whole at prediction)
+_X_CHECKS: dict[str, Any] = {"dtype": (np.float64, np.float32), "accept_sparse": ("csr", "csc")}
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "logistic": nn.Sigmoid, "identity": nn.Identity}
 
 
@@ -63,6 +67,7 @@ class _BaseNeuralNet(BaseEstimator):
         epsilon: float = 1e-8,
         n_iter_no_change: int = 10,
         verbose: bool = False,
+        warm_start: bool = False,
         dtype: Any = "float32",
     ) -> None:
         self.module = module
@@ -83,7 +88,13 @@ class _BaseNeuralNet(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.verbose = verbose
+        self.warm_start = warm_start
         self.dtype = dtype
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     # -- pieces the subclasses define
     def _build_module(self, n_features: int, n_outputs: int, generator: Generator) -> nn.Module:
@@ -129,6 +140,12 @@ class _BaseNeuralNet(BaseEstimator):
             raise ConfigError(f"{name}: learning_rate_init must be > 0, got {self.learning_rate_init!r}")
         if self.alpha < 0:
             raise ConfigError(f"{name}: alpha must be >= 0, got {self.alpha!r}")
+        if self.tol < 0:
+            raise ConfigError(f"{name}: tol must be >= 0, got {self.tol!r}")
+        if not self.n_iter_no_change >= 1:  # an integer or inf, as in scikit-learn
+            raise ConfigError(f"{name}: n_iter_no_change must be >= 1, got {self.n_iter_no_change!r}")
+        if not 0 <= self.momentum <= 1:
+            raise ConfigError(f"{name}: momentum must be in [0, 1], got {self.momentum!r}")
         if self.batch_size != "auto" and not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size > 0):
             raise ConfigError(f"{name}: batch_size must be 'auto' or a positive integer, got {self.batch_size!r}")
         if self.dtype is not None:
@@ -164,7 +181,7 @@ class _BaseNeuralNet(BaseEstimator):
         self.t_ = 0
         self._no_improvement = 0
         self._best_loss = np.inf
-        self.best_loss_ = np.inf
+        self.best_loss_: float | None = None if self.early_stopping else np.inf  # as scikit-learn
         self.validation_scores_: list[float] | None = [] if self.early_stopping else None
         self.best_validation_score_: float | None = -np.inf if self.early_stopping else None
         self._best_state: dict[str, np.ndarray] | None = None
@@ -207,7 +224,9 @@ class _BaseNeuralNet(BaseEstimator):
 
     def _epoch(self, X: np.ndarray, y: np.ndarray) -> float:
         """One pass over (X, y) in minibatches; returns the mean training loss (penalty included)."""
-        n = X.shape[0]
+        n, sparse = X.shape[0], sp.issparse(X)
+        if sparse:
+            X = X.tocsr()  # rows gathered and sliced cheaply
         bs = min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
         if self.shuffle:  # one gather per epoch; the minibatches are then contiguous slices
             order = self._rng.np.permutation(n)
@@ -229,6 +248,8 @@ class _BaseNeuralNet(BaseEstimator):
         total = 0.0
         for start in range(0, n, bs):
             xb, yb = X[start : start + bs], y[start : start + bs]
+            if sparse:
+                xb = xb.toarray()
             m = xb.shape[0]
             loss = loss_fn(model(Tensor(xb)), yb)
             optimizer.zero_grad()
@@ -274,6 +295,7 @@ class _BaseNeuralNet(BaseEstimator):
         """Record one epoch; True when training should stop (no improvement for more than n_iter_no_change epochs)."""
         self.n_iter_ += 1
         self.t_ += n
+        self.loss_ = loss
         self.loss_curve_.append(loss)
         if self.verbose:
             print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
@@ -298,8 +320,17 @@ class _BaseNeuralNet(BaseEstimator):
         self._no_improvement = 0 if improved else self._no_improvement + 1
         return self._no_improvement > self.n_iter_no_change
 
+    def _warm(self) -> bool:
+        """True when fit continues from the fitted weights (warm_start and a fitted model)."""
+        return bool(self.warm_start) and hasattr(self, "model_")
+
     def _fit(self, X: np.ndarray, y: np.ndarray, n_outputs: int, stratify: np.ndarray | None) -> Any:
-        self._initialize(X, n_outputs)
+        if self._warm():  # as scikit-learn: a fresh optimizer; n_iter_ counts this fit, the curves go on
+            self._check_hyperparameters()
+            self._optimizer = self._make_optimizer()
+            self.n_iter_ = 0
+        else:
+            self._initialize(X, n_outputs)
         X_val = y_val = None
         if self.early_stopping:
             seed = int(self._rng.np.integers(2**31))
@@ -334,6 +365,8 @@ class _BaseNeuralNet(BaseEstimator):
         float64 X, so that a sample's prediction does not depend on the others in X (float32 products do,
         in the last bits, through the blocking of the matrix product)."""
         model = self.model_
+        if sp.issparse(X):
+            X = X.toarray()
         if X.dtype != self._dtype:
             model = copy.deepcopy(model).to(X.dtype)
         model.eval()
@@ -355,29 +388,52 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
     """Classifier training a chainrule module with softmax cross-entropy.
 
     module: a chainrule Module mapping (n_samples, n_features) to (n_samples, n_classes) logits, or a factory
-    `module(n_features, n_classes) -> Module` called at fit time. The other arguments are scikit-learn's
-    MLPClassifier's; solver is 'adam', 'adamw', 'sgd' or any chainrule.optim.Optimizer class (built with
-    lr=learning_rate_init); alpha is the L2 penalty on weight matrices. The learning rate stays constant
-    (scikit-learn's learning_rate schedules and the 'lbfgs' solver are not implemented). dtype: the compute
-    dtype, "float32" (default) or "float64"; None: X's dtype (float32 for float32 X, else float64).
+    `module(n_features, n_classes) -> Module` called at fit time. A multilabel y (2-d 0/1 indicator of shape
+    (n_samples, n_labels)) trains the n_labels outputs as independent sigmoids (binary cross-entropy summed over
+    labels), as scikit-learn's MLPClassifier: classes_ is then arange(n_labels), predict gives 0/1 rows.
+    The other arguments are scikit-learn's MLPClassifier's; solver is 'adam', 'adamw', 'sgd' or any
+    chainrule.optim.Optimizer class (built with lr=learning_rate_init); alpha is the L2 penalty on weight
+    matrices. The learning rate stays constant (scikit-learn's learning_rate schedules and the 'lbfgs' solver are
+    not implemented). dtype: the compute dtype, "float32" (default) or "float64"; None: X's dtype (float32 for
+    float32 X, else float64).
     """
 
     _is_classifier = True
+    _multilabel = False  # set by fit / the first partial_fit
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
 
     def _loss(self, out: Tensor, y: np.ndarray) -> Tensor:
+        if self._multilabel:  # y: (n, n_labels) 0/1 in the compute dtype
+            return F.binary_cross_entropy_with_logits(out, y) * float(y.shape[1])
         if out.ndim == 2 and out.shape[1] == len(self.classes_):  # y holds valid class codes (from _encode)
             return F._fused_cross_entropy(out, y, "mean")
         return F.cross_entropy(out, y)
 
     def _validation_score(self, X: np.ndarray, y: np.ndarray) -> float:
+        if self._multilabel:  # subset accuracy, as scikit-learn's score
+            return float(np.mean(np.all((self._forward(X) > 0) == (y > 0.5), axis=1)))
         return float(np.mean(self._forward(X).argmax(axis=1) == y))
 
+    def _check_y(self, X: Any, y: Any, reset: bool) -> tuple[Any, np.ndarray]:
+        """Validated X and y: y (n_samples,) labels, or (n_samples, n_labels) for a multilabel indicator."""
+        X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, reset=reset)
+        if sp.issparse(y):
+            y = y.toarray()
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        return X, y
+
     def _encode(self, y: np.ndarray) -> np.ndarray:
+        if self._multilabel or y.ndim == 2:
+            if not (self._multilabel and y.ndim == 2 and y.shape[1] == len(self.classes_)):
+                fitted = f"an indicator of {len(self.classes_)} labels" if self._multilabel else "1-d labels"
+                raise DataError(f"{type(self).__name__}: y has shape {y.shape}, but was fitted on {fitted}")
+            return y.astype(self._dtype)
         codes = np.searchsorted(self.classes_, y)
         codes = np.clip(codes, 0, len(self.classes_) - 1)
         if not np.all(self.classes_[codes] == y):
@@ -386,22 +442,32 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         return codes.astype(np.int64)
 
     def fit(self, X: Any, y: Any) -> NeuralNetClassifier:
-        """Train from scratch for up to max_iter epochs. X: (n_samples, n_features); y: (n_samples,) labels."""
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=True)
-        check_classification_targets(y)
-        self.classes_ = np.unique(y)
-        self._dtype = self._compute_dtype(X)
-        return self._fit(X.astype(self._dtype, copy=False), self._encode(y), len(self.classes_), stratify=y)
+        """Train for up to max_iter epochs, from scratch or (warm_start) from the fitted weights.
+        X: (n_samples, n_features); y: (n_samples,) labels."""
+        warm = self._warm()
+        X, y = self._check_y(X, y, reset=not warm)
+        multilabel = type_of_target(y) == "multilabel-indicator"
+        classes = np.arange(y.shape[1]) if multilabel else np.unique(y)
+        if warm and (multilabel != self._multilabel or not np.array_equal(classes, self.classes_)):
+            raise DataError(
+                f"{type(self).__name__}: warm_start needs y with the classes of the previous fit, "
+                f"{self.classes_.tolist()}; y has {classes.tolist()}"
+            )
+        self.classes_, self._multilabel = classes, multilabel
+        if not warm:
+            self._dtype = self._compute_dtype(X)
+        stratify = None if multilabel else y
+        return self._fit(X.astype(self._dtype, copy=False), self._encode(y), len(classes), stratify=stratify)
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> NeuralNetClassifier:
         """One epoch over (X, y). The first call needs `classes`, every label that will ever appear."""
         first = not hasattr(self, "model_")
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=first)
-        check_classification_targets(y)
+        X, y = self._check_y(X, y, reset=first)
         if first:
             if classes is None:
                 raise ConfigError(f"{type(self).__name__}: classes must be passed on the first call to partial_fit")
-            self.classes_ = np.unique(np.asarray(classes))
+            self._multilabel = type_of_target(y) == "multilabel-indicator"
+            self.classes_ = np.arange(y.shape[1]) if self._multilabel else np.unique(np.asarray(classes))
             self._dtype = self._compute_dtype(X)
             self._initialize(X.astype(self._dtype, copy=False), len(self.classes_))
         elif classes is not None and not np.array_equal(self.classes_, np.unique(np.asarray(classes))):
@@ -411,10 +477,13 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, shape (n_samples, n_classes), columns in the order of classes_."""
+        """Class probabilities, shape (n_samples, n_classes), columns in the order of classes_ (for a multilabel
+        fit, each label's probability, the rows not summing to 1)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, **_X_CHECKS, reset=False)
         z = self._forward(X)
+        if self._multilabel:
+            return np.exp(-np.logaddexp(0, -z))  # sigmoid, without overflow
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
 
@@ -422,9 +491,11 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
         return np.log(self.predict_proba(X))
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of each sample, shape (n_samples,)."""
+        """The most probable class of each sample, shape (n_samples,); (n_samples, n_labels) 0/1 if multilabel."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        if self._multilabel:
+            return (self.predict_proba(X) > 0.5).astype(np.int64)
+        X = validate_data(self, X, **_X_CHECKS, reset=False)
         return self.classes_[self._forward(X).argmax(axis=1)]
 
 
@@ -455,9 +526,12 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
         return (y.reshape(-1, 1) if y.ndim == 1 else y).astype(X.dtype)
 
     def fit(self, X: Any, y: Any) -> NeuralNetRegressor:
-        """Train from scratch for up to max_iter epochs. X: (n_samples, n_features); y: (n_samples[, n_targets])."""
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)
-        self._dtype = self._compute_dtype(X)
+        """Train for up to max_iter epochs, from scratch or (warm_start) from the fitted weights.
+        X: (n_samples, n_features); y: (n_samples[, n_targets])."""
+        warm = self._warm()
+        X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, y_numeric=True, reset=not warm)
+        if not warm:
+            self._dtype = self._compute_dtype(X)
         X = X.astype(self._dtype, copy=False)
         y = self._targets(X, y)
         return self._fit(X, y, y.shape[1], stratify=None)
@@ -465,7 +539,7 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
     def partial_fit(self, X: Any, y: Any) -> NeuralNetRegressor:
         """One epoch over (X, y), starting from the current weights (or fresh ones on the first call)."""
         first = not hasattr(self, "model_")
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True, reset=first)
+        X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, y_numeric=True, reset=first)
         if first:
             self._dtype = self._compute_dtype(X)
             X = X.astype(self._dtype, copy=False)
@@ -480,7 +554,7 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
     def predict(self, X: Any) -> np.ndarray:
         """Predictions, shape (n_samples,) when fitted on a 1-d y, else (n_samples, n_targets)."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=(np.float64, np.float32), reset=False)
+        X = validate_data(self, X, **_X_CHECKS, reset=False)
         out = self._forward(X)
         return out.ravel() if self._y_1d else out
 
@@ -514,10 +588,12 @@ _MLP_DOC = """
     hidden_layer_sizes: widths of the hidden layers; activation: 'relu', 'tanh', 'logistic' or 'identity'.
     Other arguments as in scikit-learn's namesake (solver 'adam', 'adamw', 'sgd' or a chainrule.optim.Optimizer
     class, with a constant learning rate learning_rate_init; no 'lbfgs', no learning_rate schedules;
-    early_stopping holds out validation_fraction of the data and keeps the best weights).
+    early_stopping holds out validation_fraction of the data and keeps the best weights; warm_start makes fit
+    continue from the fitted weights with a fresh optimizer).
     dtype: the dtype of the weights and of the computation, "float32" (default) or "float64"; None: X's dtype
     (float32 for float32 X, else float64, as scikit-learn). Predictions are computed in X's floating dtype.
-    Fitted: model_ (the chainrule module), n_iter_, loss_curve_, n_features_in_.
+    Fitted: model_ (the chainrule module), n_iter_, loss_, loss_curve_, best_loss_, t_, n_features_in_ (and
+    validation_scores_, best_validation_score_ with early_stopping).
 """
 
 
@@ -543,6 +619,7 @@ def _mlp_init(
     epsilon: float = 1e-8,
     n_iter_no_change: int = 10,
     verbose: bool = False,
+    warm_start: bool = False,
     dtype: Any = "float32",
 ) -> None:
     self.hidden_layer_sizes = hidden_layer_sizes
@@ -564,6 +641,7 @@ def _mlp_init(
     self.epsilon = epsilon
     self.n_iter_no_change = n_iter_no_change
     self.verbose = verbose
+    self.warm_start = warm_start
     self.dtype = dtype
 
 
