@@ -183,6 +183,7 @@ def test_flat_parameters_survive_copies_and_state_loading(digits) -> None:
     X, y = X_train[:200], y_train[:200]
     est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, early_stopping=True, random_state=0).fit(X, y)
     # early stopping loaded the best weights (new arrays): the next partial_fit must still move the layers
+    est.set_params(early_stopping=False)  # partial_fit refuses it, as scikit-learn's
     for clone in (est, copy.deepcopy(est), pickle.loads(pickle.dumps(est))):
         before = [p.data.copy() for p in clone.model_.parameters()]
         clone.partial_fit(X, y)
@@ -230,7 +231,7 @@ def test_sparse_X_as_dense(digits) -> None:
         np.testing.assert_array_equal(clf.loss_curve_, dense.loss_curve_)
         np.testing.assert_allclose(clf.predict_proba(fmt(X_test)), dense.predict_proba(X_test), rtol=1e-12)
     clf = MLPClassifier(early_stopping=True, **kw).fit(sp.csr_matrix(X), y)
-    assert clf.partial_fit(sp.csr_matrix(X), y).n_iter_ == 4
+    assert clf.set_params(early_stopping=False).partial_fit(sp.csr_matrix(X), y).n_iter_ == 4
     reg = MLPRegressor(**kw).fit(sp.csr_matrix(X), X[:, 20])
     assert reg.partial_fit(sp.csc_matrix(X), X[:, 20]).predict(sp.csr_matrix(X_test)).shape == (len(X_test),)
 
@@ -291,3 +292,19 @@ def test_out_of_range_hyperparameters_are_refused_as_sklearn(param, value) -> No
         SkMLPClassifier(**{param: value}).fit(X, y > 0)
     with pytest.raises(ConfigError, match=param):
         MLPClassifier(solver="sgd", max_iter=2, **{param: value}).fit(X, y > 0)
+
+
+@pytest.mark.parametrize("name", ["MLPClassifier", "MLPRegressor"])
+def test_partial_fit_refuses_early_stopping_as_sklearn(name: str) -> None:
+    """scikit-learn raises 'partial_fit does not support early_stopping=True'; it was silently ignored here."""
+    import sklearn.neural_network as skn
+
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    y = np.arange(20) % 2
+    kw = {"classes": [0, 1]} if name == "MLPClassifier" else {}
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        getattr(skn, name)(early_stopping=True).partial_fit(x, y, **kw)
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}[name](early_stopping=True).partial_fit(
+            x, y, **kw
+        )

@@ -158,6 +158,10 @@ class _BaseNeuralNet(BaseEstimator):
         if self.early_stopping and not 0 < self.validation_fraction < 1:
             raise ConfigError(f"{name}: validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
 
+    def _no_early_stopping_in_partial_fit(self) -> None:
+        if self.early_stopping:  # scikit-learn's rule: one epoch has no held-out data to stop on
+            raise ConfigError(f"{type(self).__name__}: partial_fit does not support early_stopping=True")
+
     def _make_optimizer(self) -> Any:
         lr = self.learning_rate_init
         self._flat = None
@@ -461,6 +465,7 @@ class NeuralNetClassifier(ClassifierMixin, _BaseNeuralNet):
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> NeuralNetClassifier:
         """One epoch over (X, y). The first call needs `classes`, every label that will ever appear."""
+        self._no_early_stopping_in_partial_fit()
         first = not hasattr(self, "model_")
         X, y = self._check_y(X, y, reset=first)
         if first:
@@ -538,6 +543,7 @@ class NeuralNetRegressor(RegressorMixin, _BaseNeuralNet):
 
     def partial_fit(self, X: Any, y: Any) -> NeuralNetRegressor:
         """One epoch over (X, y), starting from the current weights (or fresh ones on the first call)."""
+        self._no_early_stopping_in_partial_fit()
         first = not hasattr(self, "model_")
         X, y = validate_data(self, X, y, **_X_CHECKS, multi_output=True, y_numeric=True, reset=first)
         if first:
