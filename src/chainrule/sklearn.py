@@ -15,9 +15,9 @@ import warnings
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 try:
+    import scipy.sparse as sp  # scikit-learn's own dependency
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
