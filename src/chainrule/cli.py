@@ -288,7 +288,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .data import load_csv
     from .errors import DataError
-    from .job import load_bundle, load_trained, prepare, prepare_inputs, read_run_config, validate_config
+    from .job import load_bundle, load_trained, prepare, prepare_inputs, run_config
     from .train import evaluate
 
     model, meta, loss_fn = load_trained(args.model)
@@ -297,7 +297,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         run = Path(args.model)
         if not (run.is_dir() and (run / "config.json").exists()):
             raise ConfigError("--data is required unless RUN_OR_MODEL is a run directory")
-        cfg = validate_config(read_run_config(run), f"{run}/config.json")
+        cfg = run_config(run)
         prep = prepare(cfg)
         scaler, saved = (prep.scaler.to_dict() if prep.scaler else None), meta.get("scaler")
         same_split = "scaler" not in meta or (

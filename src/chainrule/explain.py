@@ -843,7 +843,7 @@ def _load_saved(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndar
     """(float64 model, loss, inputs, targets) of --run / --model-file; data from the run unless given."""
     from pathlib import Path
 
-    from .job import load_trained, prepare, prepare_inputs, read_run_config, validate_config
+    from .job import load_trained, prepare, prepare_inputs, run_config
 
     path = args.run or args.model_file
     model, meta, loss_fn = load_trained(path)
@@ -864,7 +864,7 @@ def _load_saved(args: argparse.Namespace) -> tuple[Any, Any, np.ndarray, np.ndar
         run = Path(path)
         if not (run.is_dir() and (run / "config.json").exists()):
             raise ConfigError(f"{path}: not a run directory with config.json, so --inputs and --targets are required")
-        cfg = validate_config(read_run_config(run), f"{run}/config.json")
+        cfg = run_config(run)
         x, t = prepare(cfg).train
         x, t = x[: max(1, args.rows)], t[: max(1, args.rows)]
         if args.targets is not None:

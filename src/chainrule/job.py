@@ -371,6 +371,11 @@ def read_run_config(run: Path) -> dict[str, Any]:
     return saved
 
 
+def run_config(run: Path) -> dict[str, Any]:
+    """RUN/config.json read and validated (errors name the file)."""
+    return validate_config(read_run_config(run), f"{run}/config.json")
+
+
 def find_model(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.is_dir():
@@ -391,7 +396,7 @@ def load_trained(path: str | os.PathLike):
     model, meta = load_with_metadata(mp)
     if meta.get("kind") == "checkpoint":
         run = mp.parent
-        cfg = validate_config(read_run_config(run), f"{run}/config.json")
+        cfg = run_config(run)
         prep = prepare(cfg)
         meta = {
             **meta,
